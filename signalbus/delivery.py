@@ -1,0 +1,162 @@
+"""Delivery: running receivers for committed events.
+
+This module knows receivers and events, not Flask nor how events were captured. It
+holds the inline delivery mode (the default) and the hooks the test plugin uses to
+see deliveries and receiver errors.
+
+Inline exception contract: a receiver's exception is logged to the ``signalbus``
+logger with the event id and traceback, the other receivers still run, and the commit
+stands. Events committed by a receiver are queued behind the events already being
+delivered (breadth-first); a chain of receivers re-triggering each other is cut off
+after ``SIGNALBUS_MAX_DEPTH`` levels with an error naming the chain.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import SignalBusError
+from .events import Event
+from .signals import Receiver
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+__all__ = ["Inline", "ReceiverCycle", "deliver_one"]
+
+log = logging.getLogger("signalbus")
+
+Delivery = tuple[Any, Event]
+
+
+class Target(Protocol):
+    """What delivery needs of a bus: its receivers and its chain limit."""
+
+    max_depth: int
+
+    def receivers_for(self, signal: str, sender: Any) -> Sequence[Receiver]: ...
+
+
+class ReceiverCycle(SignalBusError):
+    """Receivers kept committing changes that re-triggered signals past the depth limit."""
+
+
+ErrorHook = Callable[[Receiver | None, Event, BaseException], None]
+Observer = Callable[[Any, Event], None]
+
+observers: list[Observer] = []
+"""Called with ``(sender, event)`` for every event about to be delivered (test capture)."""
+error_hooks: list[ErrorHook] = []
+"""Called for every receiver error delivery swallows (the test plugin fails the test)."""
+
+
+def report_error(receiver: Receiver | None, event: Event, exc: BaseException) -> None:
+    for hook in list(error_hooks):
+        hook(receiver, event, exc)
+
+
+def notify(sender: Any, event: Event) -> None:
+    for observer in list(observers):
+        observer(sender, event)
+
+
+def call(receiver: Receiver, sender: Any, event: Event) -> Any:
+    """Run one receiver; its exception propagates."""
+    return receiver.fn(sender, event=event)
+
+
+def deliver_one(target: Target, sender: Any, event: Event) -> list[tuple[Receiver, BaseException]]:
+    """Run every receiver of ``event`` in order, logging and collecting their exceptions."""
+    notify(sender, event)
+    failures: list[tuple[Receiver, BaseException]] = []
+    for receiver in target.receivers_for(event.signal, sender):
+        try:
+            call(receiver, sender, event)
+        except Exception as exc:
+            log.error(
+                "receiver %s failed on %s event %s (attempt %d)",
+                receiver.name, event.signal, event.id, event.attempt, exc_info=True,
+            )
+            failures.append((receiver, exc))
+            report_error(receiver, event, exc)
+    return failures
+
+
+class _Item:
+    __slots__ = ("chain", "depth", "event", "sender", "target")
+
+    def __init__(self, target: Target, sender: Any, event: Event, depth: int,
+                 chain: tuple[str, ...]) -> None:
+        self.target = target
+        self.sender = sender
+        self.event = event
+        self.depth = depth
+        self.chain = chain
+
+
+class _Local(threading.local):
+    def __init__(self) -> None:
+        self.queue: collections.deque[_Item] = collections.deque()
+        self.running = False
+        self.current: _Item | None = None
+
+
+_local = _Local()
+
+
+def run_inline(target: Target, events: Iterable[Delivery]) -> None:
+    """Deliver ``events`` now in this thread, breadth-first across nested commits."""
+    local = _local
+    current = local.current
+    depth = current.depth + 1 if current is not None else 0
+    chain = (*current.chain, current.event.signal) if current is not None else ()
+    for sender, event in events:
+        if depth > target.max_depth:
+            path = " -> ".join((*chain[-6:], event.signal))
+            exc = ReceiverCycle(
+                f"signalbus stopped delivering {event.signal!r} event {event.id}: receivers "
+                f"re-triggered signals {depth} levels deep ({path}). This looks like a cycle "
+                "of receivers committing changes that send each other's signals; break it, "
+                "or raise SIGNALBUS_MAX_DEPTH if the chain is meant to be that long."
+            )
+            log.error("%s", exc)
+            report_error(None, event, exc)
+            continue
+        local.queue.append(_Item(target, sender, event, depth, chain))
+    if local.running:
+        return  # the outer loop delivers them after the events already queued
+    local.running = True
+    try:
+        while local.queue:
+            item = local.queue.popleft()
+            local.current = item
+            try:
+                deliver_one(item.target, item.sender, item.event)
+            finally:
+                local.current = None
+    finally:
+        local.running = False
+        local.queue.clear()
+
+
+class Inline:
+    """``SIGNALBUS_DELIVERY = "inline"``: receivers run right after the commit."""
+
+    name = "inline"
+    prepares = False
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def prepare(self, session: Session, events: list[Delivery]) -> None:
+        raise AssertionError("inline delivery stores nothing")
+
+    def committed(self, events: list[Delivery]) -> None:
+        run_inline(self.target, events)
+
+    def emit(self, sender: Any, event: Event) -> None:
+        run_inline(self.target, [(sender, event)])

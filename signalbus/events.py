@@ -1,0 +1,221 @@
+"""The :class:`Event` snapshot and the JSON normalisation rules every delivery mode shares.
+
+Normalisation rules (applied once, at capture time, so that inline delivery hands a
+receiver exactly what the outbox would have stored and read back):
+
+========================  ==========================================================
+Python value              value in ``Event.data`` / ``Event.changes``
+========================  ==========================================================
+``None``, bool, int, str  unchanged
+float                     unchanged (non-finite floats are refused: they are not JSON)
+``Decimal``               ``str(value)`` (``Decimal("9.90")`` → ``"9.90"``)
+``UUID``                  ``str(value)`` (canonical hyphenated form)
+``datetime``              ``value.isoformat()`` (an aware value keeps its offset)
+``date``, ``time``        ``value.isoformat()``
+``timedelta``             ``value.total_seconds()`` (a float)
+``enum.Enum``             its ``.value``, normalised
+``bytes``, ``bytearray``  base64 text (standard alphabet, padded)
+dict                      a read-only dict; keys become strings as ``json.dumps`` makes them
+list, tuple               a tuple (``json.dumps`` writes it as an array)
+anything else             :class:`~signalbus.UnserialisableValue` naming model, column, type
+========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+from .errors import UnserialisableValue
+
+__all__ = ["Event", "FrozenDict", "normalise"]
+
+JSONValue = Any
+"""A value made only of ``None``, bool, int, float, str, :class:`FrozenDict` and tuple."""
+
+
+class FrozenDict(dict[str, Any]):
+    """A ``dict`` that refuses to change.
+
+    It subclasses ``dict`` rather than wrapping one so that ``json.dumps`` writes it
+    directly, nested ones included: ``json.dumps(dict(event.data))`` always works.
+    """
+
+    __slots__ = ()
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("Event payloads are read-only; copy with dict(...) to change one")
+
+    __setitem__ = __delitem__ = _readonly
+    clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({dict.__repr__(self)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+
+EMPTY: FrozenDict = FrozenDict()
+
+
+def _key(key: Any) -> str:
+    # json.dumps turns these keys into strings; do the same so that the in-memory
+    # payload equals what a JSON round trip gives back.
+    if isinstance(key, str):
+        return key
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int | float):
+        return json.dumps(key)
+    raise TypeError(f"dictionary key {key!r} of type {type(key).__name__} is not a JSON key")
+
+
+def _float(value: float) -> float:
+    if not math.isfinite(value):
+        raise TypeError(f"the float {value!r} is not a JSON number")
+    return value
+
+
+_SCALARS: dict[type, Callable[[Any], JSONValue]] = {
+    str: lambda v: v,
+    int: lambda v: v,
+    bool: lambda v: v,
+    type(None): lambda v: v,
+    float: _float,
+    decimal.Decimal: str,
+    uuid.UUID: str,
+    dt.datetime: dt.datetime.isoformat,
+    dt.date: dt.date.isoformat,
+    dt.time: dt.time.isoformat,
+    dt.timedelta: dt.timedelta.total_seconds,
+    bytes: lambda v: base64.b64encode(v).decode("ascii"),
+    bytearray: lambda v: base64.b64encode(bytes(v)).decode("ascii"),
+}
+
+
+def normalise(value: Any) -> JSONValue:
+    """Return ``value`` as the frozen JSON value an :class:`Event` carries.
+
+    Raises :class:`TypeError` for a value that has no rule; capture turns that into
+    :class:`~signalbus.UnserialisableValue` naming the model and column.
+    """
+    convert = _SCALARS.get(type(value))
+    if convert is not None:
+        return convert(value)
+    if isinstance(value, enum.Enum):
+        return normalise(value.value)
+    if isinstance(value, Mapping):
+        return FrozenDict({_key(k): normalise(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(normalise(v) for v in value)
+    # Subclasses of the scalar types (str enums are handled above, IntEnum too).
+    for kind, convert in _SCALARS.items():
+        if isinstance(value, kind):
+            return convert(value)
+    kind_name = f"{type(value).__module__}.{type(value).__qualname__}"
+    raise TypeError(f"values of type {kind_name} are not JSON")
+
+
+def freeze(value: Any) -> JSONValue:
+    """Freeze a value read back from JSON (lists → tuples, dicts → :class:`FrozenDict`)."""
+    if isinstance(value, dict):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def normalise_payload(data: Mapping[str, Any], what: str) -> FrozenDict:
+    """Normalise a mapping of values, naming ``what`` and the key in the error."""
+    out = {}
+    for key, value in data.items():
+        try:
+            out[_key(key)] = normalise(value)
+        except TypeError as exc:
+            raise UnserialisableValue(
+                f"signalbus cannot put {what}[{key!r}] into an event: {exc}. "
+                "Pass a JSON value (str, number, bool, None, list, dict, or a "
+                "Decimal, UUID, date/time or enum, which are converted)."
+            ) from None
+    return FrozenDict(out)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """The immutable snapshot of one committed change (or one emitted domain event).
+
+    Every receiver gets one as the ``event`` keyword argument. Its payload is JSON
+    clean: ``json.dumps(event.to_dict())`` always works, and the same event reaches
+    a receiver identically in every delivery mode (only :attr:`attempt` differs).
+    """
+
+    id: str
+    """A UUID string, unique per event: the idempotency key for receivers."""
+    signal: str
+    """The name of the signal sent."""
+    model: str | None
+    """``"pkg.module:Class"`` of the changed row's class, ``None`` for an emitted event."""
+    op: str
+    """``"insert"``, ``"update"`` or ``"delete"`` for row changes; ``"emit"`` for :func:`emit`."""
+    pk: JSONValue
+    """The primary key: a value, or a tuple of values for a composite key."""
+    data: FrozenDict
+    """Column values after the change, keyed by mapped attribute name."""
+    changes: FrozenDict = EMPTY
+    """For updates, ``{attribute: (old, new)}`` of the net change in the transaction."""
+    occurred_at: dt.datetime
+    """When the change was first flushed (timezone-aware UTC)."""
+    source: str = "orm"
+    """``"orm"``, ``"bulk"``, ``"trigger"`` or ``"emit"``."""
+    attempt: int = 1
+    """1 on first delivery, incremented on every retry by the outbox."""
+    instance: Any = dataclasses.field(default=None, compare=False, repr=False)
+    """The live object, only for ``phase="flush"`` bindings; ``None`` otherwise."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict (what the outbox stores)."""
+        return {
+            "id": self.id,
+            "signal": self.signal,
+            "model": self.model,
+            "op": self.op,
+            "pk": self.pk,
+            "data": self.data,
+            "changes": self.changes,
+            "occurred_at": self.occurred_at.isoformat(),
+            "source": self.source,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> Event:
+        """Rebuild an event from :meth:`to_dict` output (after a JSON round trip)."""
+        return cls(
+            id=value["id"],
+            signal=value["signal"],
+            model=value["model"],
+            op=value["op"],
+            pk=freeze(value["pk"]),
+            data=freeze(value["data"]),
+            changes=freeze(value.get("changes") or {}),
+            occurred_at=dt.datetime.fromisoformat(value["occurred_at"]),
+            source=value.get("source", "orm"),
+            attempt=value.get("attempt", 1),
+        )

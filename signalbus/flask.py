@@ -1,0 +1,68 @@
+"""The Flask layer: wires a :class:`~signalbus.SignalBus` into an app.
+
+Imported only when ``init_app`` is called, so ``import signalbus`` does not need Flask.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import capture
+from .bus import DEFAULTS, Runtime
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .bus import SignalBus
+
+__all__ = ["current_app_or_none", "init_app"]
+
+
+def current_app_or_none() -> Any:
+    """The current Flask app, or ``None`` outside an app context (or without Flask)."""
+    try:
+        from flask import current_app, has_app_context
+    except ImportError:  # Flask is an optional dependency
+        return None
+    if not has_app_context():
+        return None
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
+def _resolve_current_app(session: Session) -> Runtime | None:
+    # One Flask-SQLAlchemy db may serve many apps (the app-factory pattern): each
+    # transaction goes to the bus of the app it runs in.
+    app = current_app_or_none()
+    if app is None:
+        return None
+    ext = app.extensions.get("signalbus")
+    if ext is None:
+        return None
+    return ext._apps.get(app)  # type: ignore[no-any-return]
+
+
+def init_app(bus: SignalBus, app: Any, db: Any) -> None:
+    if "signalbus" in app.extensions:
+        raise RuntimeError(
+            "A 'SignalBus' instance has already been registered on this Flask app. Import "
+            "and use that instance instead."
+        )
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    app.extensions["signalbus"] = bus
+    factory = db.session if db is not None else None
+    runtime = Runtime(bus, app.config, app=app, db=db, session_factory=factory)
+    bus._apps[app] = runtime
+    try:
+        runtime.load_plugins()
+    except BaseException:
+        del app.extensions["signalbus"]
+        del bus._apps[app]
+        raise
+    if db is not None:
+        with app.app_context():
+            from .sqlite import check_engine
+
+            for engine in db.engines.values():
+                check_engine(engine)
+        capture.attach_session(db.session, _resolve_current_app)

@@ -1,0 +1,196 @@
+"""Plugins: entry points of the group ``signalbus.plugins``, loaded one by one.
+
+An entry point's value is a callable ``plugin(bus)`` or a module with ``setup(bus)``.
+``bus`` is a :class:`PluginBus`: what the plugin connects through it belongs to the
+app (bus runtime) that loaded it. A plugin may declare the fields it needs, either as
+a ``requires`` attribute (``{"user_registered": {"email"}}``) or with
+``bus.requires(...)``; ``init_app`` checks them against the bindings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import blinker
+
+from .errors import PluginError
+
+if TYPE_CHECKING:
+    from .bus import Runtime
+
+__all__ = ["GROUP", "PluginBus", "PluginRecord", "load_plugins"]
+
+log = logging.getLogger("signalbus")
+
+GROUP = "signalbus.plugins"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass
+class PluginRecord:
+    """What happened to one plugin, as ``flask signalbus list`` shows it."""
+
+    name: str
+    distribution: str | None
+    status: str
+    """``"loaded"``, ``"failed"`` or ``"disabled"``."""
+    error: str | None = None
+    requires: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+
+
+class PluginBus:
+    """The ``bus`` a plugin's ``plugin(bus)``/``setup(bus)`` is called with."""
+
+    def __init__(self, runtime: Runtime, record: PluginRecord) -> None:
+        self._runtime = runtime
+        self._record = record
+
+    @property
+    def name(self) -> str:
+        """The plugin's entry point name."""
+        return self._record.name
+
+    @property
+    def app(self) -> Any:
+        """The Flask app being initialised, or ``None`` for a plain SQLAlchemy bus."""
+        return self._runtime.app
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The app's config (``app.config``), or the mapping given to ``attach``."""
+        return self._runtime.config
+
+    @property
+    def db(self) -> Any:
+        """The Flask-SQLAlchemy extension given to ``init_app``, if any."""
+        return self._runtime.db
+
+    @property
+    def session_factory(self) -> Any:
+        """A callable returning a session on the host's database, for plugins that write."""
+        return self._runtime.session_factory
+
+    def connect(
+        self,
+        signal: str | blinker.NamedSignal,
+        fn: F,
+        *,
+        sender: Any = None,
+        name: str | None = None,
+    ) -> F:
+        """Connect ``fn`` to ``signal`` for this app only; returns ``fn``.
+
+        The receiver is held strongly by the app's bus. ``name`` is its durable id
+        (``module:qualname`` by default).
+        """
+        self._runtime.connect(signal, fn, sender=sender, name=name, plugin=self._record.name)
+        return fn
+
+    def receiver(
+        self, signal: str | blinker.NamedSignal, *, sender: Any = None, name: str | None = None
+    ) -> Callable[[F], F]:
+        """Decorator form of :meth:`connect`."""
+
+        def decorator(fn: F) -> F:
+            return self.connect(signal, fn, sender=sender, name=name)
+
+        return decorator
+
+    def requires(self, requirements: Mapping[str, Iterable[str]]) -> None:
+        """Declare the ``data`` fields this plugin needs per signal name."""
+        for signal, fields in requirements.items():
+            self._record.requires[signal] = self._record.requires.get(
+                signal, frozenset()
+            ) | frozenset(fields)
+
+
+def _distribution(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else None
+
+
+def discover() -> dict[str, list[metadata.EntryPoint]]:
+    """Installed entry points of the group, by name (a name may be claimed twice)."""
+    found: dict[str, list[metadata.EntryPoint]] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        found.setdefault(ep.name, []).append(ep)
+    return found
+
+
+def load_plugins(
+    runtime: Runtime,
+    *,
+    only: Iterable[str] | None,
+    disabled: Iterable[str],
+    strict: bool,
+) -> list[PluginRecord]:
+    """Load the selected plugins into ``runtime``; return what happened to each.
+
+    A plugin that fails is logged with its name, distribution and error and the others
+    still load; with ``strict`` the first failure raises :class:`PluginError`.
+    """
+    found = discover()
+    for name, eps in found.items():
+        dists = sorted({_distribution(ep) or "?" for ep in eps})
+        if len(eps) > 1:
+            raise PluginError(
+                name,
+                f"two installed plugins are named {name!r} (distributions: "
+                f"{', '.join(dists)}); uninstall one, or rename its entry point in the "
+                f"{GROUP!r} group.",
+            )
+    disabled_set = set(disabled)
+    if only is not None:
+        order = list(only)
+        missing = [n for n in order if n not in found]
+        if missing:
+            raise PluginError(
+                missing[0],
+                f"SIGNALBUS_PLUGINS names {', '.join(map(repr, missing))}, but no installed "
+                f"distribution declares such an entry point in the {GROUP!r} group "
+                f"(installed: {', '.join(sorted(found)) or 'none'}).",
+            )
+    else:
+        order = sorted(found)
+    records = []
+    for name in order:
+        ep = found[name][0]
+        record = PluginRecord(name, _distribution(ep), "loaded")
+        records.append(record)
+        if name in disabled_set:
+            record.status = "disabled"
+            continue
+        try:
+            obj = ep.load()
+            setup = obj.setup if isinstance(obj, types.ModuleType) else obj
+            if not callable(setup):
+                raise TypeError(
+                    f"entry point {ep.value!r} is neither callable nor a module with setup(bus)"
+                )
+            declared = getattr(obj, "requires", None) or getattr(setup, "requires", None)
+            bus = PluginBus(runtime, record)
+            if declared:
+                bus.requires(declared)
+            setup(bus)
+        except Exception as exc:
+            runtime.disconnect_plugin(name)
+            record.status = "failed"
+            record.error = f"{type(exc).__name__}: {exc}"
+            message = (
+                f"signalbus plugin {name!r} (distribution {record.distribution or '?'}) "
+                f"failed to load: {record.error}"
+            )
+            if strict:
+                raise PluginError(
+                    name,
+                    message + ". Fix or uninstall it, or add it to "
+                    "SIGNALBUS_DISABLED_PLUGINS (SIGNALBUS_PLUGINS_STRICT is on).",
+                    distribution=record.distribution,
+                ) from exc
+            log.error("%s; the other plugins were loaded", message, exc_info=True)
+    return records
