@@ -41,6 +41,8 @@ class PluginRecord:
     """``"loaded"``, ``"failed"`` or ``"disabled"``."""
     error: str | None = None
     requires: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    details: list[str] = dataclasses.field(default_factory=list)
+    """Lines the plugin asked ``flask signalbus list`` to show (secrets redacted by it)."""
 
 
 class PluginBus:
@@ -100,6 +102,13 @@ class PluginBus:
             return self.connect(signal, fn, sender=sender, name=name)
 
         return decorator
+
+    def describe(self, line: str) -> None:
+        """Add a line about this plugin's setup to ``flask signalbus list``.
+
+        Never put a secret in it: redact webhook URLs and passwords first.
+        """
+        self._record.details.append(line)
 
     def requires(self, requirements: Mapping[str, Iterable[str]]) -> None:
         """Declare the ``data`` fields this plugin needs per signal name."""

@@ -1,0 +1,158 @@
+"""The signalbus pytest plugin (auto-loaded through the ``pytest11`` entry point).
+
+* ``signalbus_capture``: records every event delivered during the test, in order. It
+  sees exactly what receivers see: committed events only (``phase="flush"`` events are
+  not recorded), nothing that was muted or rolled back.
+* ``@pytest.mark.signalbus_muted(*names)``: mutes all signals (or those named) for the
+  test, as :func:`signalbus.muted` does.
+* A receiver that raises during a test fails that test, though inline delivery
+  swallows the exception in production. Opt out for one test with
+  ``@pytest.mark.signalbus_receiver_errors("log")``, or for a whole suite with the ini
+  option ``signalbus_receiver_errors = log``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from . import delivery
+from .events import Event, normalise
+from .muting import muted
+from .signals import Receiver
+
+__all__ = ["SignalCapture"]
+
+
+class SignalCapture:
+    """What ``signalbus_capture`` gives a test: the delivered events, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        """Every event delivered since the test started (or :meth:`clear`)."""
+        self.senders: list[Any] = []
+
+    def _record(self, sender: Any, event: Event) -> None:
+        self.senders.append(sender)
+        self.events.append(event)
+
+    @property
+    def names(self) -> list[str]:
+        """The signal names of :attr:`events`, in order."""
+        return [e.signal for e in self.events]
+
+    def of(self, name: str) -> list[Event]:
+        """The events of one signal, in order."""
+        return [e for e in self.events if e.signal == name]
+
+    def assert_sent(self, name: str, **data: Any) -> Event:
+        """Assert that ``name`` was sent with ``data`` containing the given values.
+
+        Values compare after normalisation, so ``price=Decimal("9.90")`` matches the
+        ``"9.90"`` in the event. Returns the first matching event.
+        """
+        wanted = {k: normalise(v) for k, v in data.items()}
+        candidates = self.of(name)
+        for event in candidates:
+            if all(k in event.data and event.data[k] == v for k, v in wanted.items()):
+                return event
+        if not candidates:
+            sent = ", ".join(self.names) or "nothing"
+            raise AssertionError(f"signal {name!r} was not sent; sent: {sent}")
+        shown = "\n".join(f"  {dict(e.data)!r}" for e in candidates)
+        raise AssertionError(
+            f"signal {name!r} was sent {len(candidates)} time(s), but never with "
+            f"{wanted!r}; its data was:\n{shown}"
+        )
+
+    def assert_not_sent(self, name: str) -> None:
+        """Assert that no event of ``name`` was delivered."""
+        found = self.of(name)
+        if found:
+            raise AssertionError(
+                f"signal {name!r} was sent {len(found)} time(s): "
+                + ", ".join(repr(dict(e.data)) for e in found)
+            )
+
+    def clear(self) -> None:
+        """Forget the events recorded so far."""
+        self.events.clear()
+        self.senders.clear()
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+@pytest.fixture
+def signalbus_capture() -> Generator[SignalCapture, None, None]:
+    """Record every signalbus event delivered during the test."""
+    capture = SignalCapture()
+    delivery.observers.append(capture._record)
+    try:
+        yield capture
+    finally:
+        delivery.observers.remove(capture._record)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "signalbus_receiver_errors",
+        "'fail' (default): a receiver exception fails the test; 'log': only logged.",
+        default="fail",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "signalbus_muted(*names): mute all signalbus signals, or those named"
+    )
+    config.addinivalue_line(
+        "markers",
+        "signalbus_receiver_errors(mode): 'log' lets receiver exceptions pass the test",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _signalbus_muted_marker(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    marker = request.node.get_closest_marker("signalbus_muted")
+    if marker is None:
+        yield
+        return
+    with muted(*marker.args):
+        yield
+
+
+def _mode(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("signalbus_receiver_errors")
+    if marker is not None and marker.args:
+        return str(marker.args[0])
+    return str(item.config.getini("signalbus_receiver_errors"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    errors: list[tuple[Receiver | None, Event, BaseException]] = []
+
+    def hook(receiver: Receiver | None, event: Event, exc: BaseException) -> None:
+        errors.append((receiver, event, exc))
+
+    delivery.error_hooks.append(hook)
+    try:
+        result = yield
+    finally:
+        delivery.error_hooks.remove(hook)
+    if errors and _mode(item) != "log":
+        receiver, event, exc = errors[0]
+        who = f"receiver {receiver.name!r}" if receiver is not None else "signalbus"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise AssertionError(
+            f"{who} raised {type(exc).__name__}: {exc} while handling {event.signal!r} "
+            f"event {event.id}{more}. Receiver errors fail tests; mark the test "
+            "@pytest.mark.signalbus_receiver_errors('log') if that is expected."
+        ) from exc
+    return result
