@@ -3,7 +3,8 @@
 This module is imported by Flask's CLI at start-up, so it imports nothing heavy at
 module level: the commands import what they need when they run. The delivery modes
 add their commands (``worker``, ``status``, …) to :data:`cli` from their own modules,
-listed in :data:`COMMAND_MODULES`.
+listed in :data:`COMMAND_MODULES`; plugin packages add theirs through the
+``signalbus.commands`` entry point group.
 """
 
 from __future__ import annotations
@@ -96,6 +97,17 @@ def _load_command_modules() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise
+    # Plugin packages add subcommands (``flask signalbus journal …``) through the
+    # ``signalbus.commands`` entry point group: a click command or group each.
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group="signalbus.commands"):
+        try:
+            command = ep.load()
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            click.echo(f"signalbus: command {ep.name!r} could not be loaded: {exc}", err=True)
+            continue
+        cli.add_command(command, ep.name)
 
 
 _load_command_modules()
