@@ -1,0 +1,175 @@
+"""What an Event carries: server values, redaction, fields/exclude, JSON normalisation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+
+import pytest
+from sqlalchemy import PickleType
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import signalbus
+from signalbus import Event, UnserialisableValue
+
+
+def test_server_default_is_in_data(bus, Session, models, recorder):
+    signalbus.bind(models.User, "insert", "user_registered")
+    recorder.listen("user_registered")
+    with Session() as s:
+        s.add(models.User(email="a@example.com"))
+        s.commit()
+    (event,) = recorder.events
+    assert event.data["created_at"] is not None
+    assert dt.datetime.fromisoformat(event.data["created_at"]).year >= 2024
+    assert event.data["id"] == event.pk
+
+
+def test_redaction_by_default(bus, Session, models, recorder):
+    signalbus.bind(models.User, "insert", "user_registered")
+    signalbus.bind(models.User, "update", "user_updated")
+    recorder.listen("user_registered", "user_updated")
+    with Session() as s:
+        u = models.User(email="a@example.com", password_hash="x", api_key="k")
+        s.add(u)
+        s.commit()
+        u.password_hash = "y"
+        u.name = "Ada"
+        s.commit()
+    registered, updated = recorder.events
+    assert "password_hash" not in registered.data
+    assert "api_key" not in registered.data
+    assert "password_hash" not in updated.changes
+    assert dict(updated.changes) == {"name": (None, "Ada")}
+
+
+def test_redaction_override_with_fields(bus, Session, models, recorder):
+    signalbus.bind(models.User, "insert", "user_registered", fields=["email", "api_key"])
+    recorder.listen("user_registered")
+    with Session() as s:
+        s.add(models.User(email="a@example.com", api_key="k"))
+        s.commit()
+    assert dict(recorder.events[0].data) == {"email": "a@example.com", "api_key": "k"}
+
+
+def test_redaction_setting(engine, models, recorder):
+    from sqlalchemy.orm import sessionmaker
+
+    Session = sessionmaker(engine)
+    signalbus.SignalBus().attach(Session, plugins=False, config={"SIGNALBUS_REDACT": ["EMAIL"]})
+    signalbus.bind(models.User, "insert", "user_registered")
+    recorder.listen("user_registered")
+    with Session() as s:
+        s.add(models.User(email="a@example.com", password_hash="x"))
+        s.commit()
+    data = recorder.events[0].data
+    assert "email" not in data
+    assert data["password_hash"] == "x"  # only the configured substrings are redacted
+
+
+def test_redacted_change_still_triggers_condition(bus, Session, models, recorder):
+    signalbus.bind(models.User, "update", "password_changed",
+                   when=signalbus.changed("password_hash"))
+    recorder.listen("password_changed")
+    with Session() as s:
+        u = models.User(email="a@example.com", password_hash="x")
+        s.add(u)
+        s.commit()
+        u.password_hash = "y"
+        s.commit()
+    (event,) = recorder.events
+    assert "password_hash" not in event.data
+    assert dict(event.changes) == {}
+
+
+def test_fields_and_exclude(bus, Session, models, recorder):
+    signalbus.bind(models.User, "insert", "a", fields=["id", "email", "plan"], exclude=["plan"])
+    signalbus.bind(models.User, "insert", "b", exclude=["created_at", "name"])
+    recorder.listen("a", "b")
+    with Session() as s:
+        s.add(models.User(email="a@example.com"))
+        s.commit()
+    a, b = recorder.events
+    assert set(a.data) == {"id", "email"}
+    assert set(b.data) == {"id", "email", "plan"}
+
+
+def test_unknown_field_is_named(bus, Session, models):
+    signalbus.bind(models.User, "insert", "user_registered", fields=["emial"])
+    with Session() as s:
+        s.add(models.User(email="a@example.com"))
+        with pytest.raises(signalbus.BindingError) as info:
+            s.commit()
+    assert "has no column attribute 'emial' (in fields=)" in str(info.value)
+    assert "email" in str(info.value)
+
+
+def test_normalisation_equals_a_json_round_trip(bus, Session, models, recorder):
+    signalbus.bind(models.Order, "insert", "order_placed")
+    recorder.listen("order_placed")
+    ref = uuid.uuid4()
+    placed = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with Session() as s:
+        s.add(models.Order(total=decimal.Decimal("9.90"), ref=ref, placed_at=placed,
+                           extra={"tags": ["a", "b"], "n": 1}))
+        s.commit()
+    (event,) = recorder.events
+    payload = event.to_dict()
+    assert json.loads(json.dumps(payload)) == json.loads(json.dumps(payload, default=str))
+    assert event.data["total"] == "9.90"
+    assert event.data["ref"] == str(ref)
+    assert dt.datetime.fromisoformat(event.data["placed_at"]) == placed
+    assert event.data["color"] == "red"
+    assert event.data["extra"] == {"tags": ("a", "b"), "n": 1}
+    # what the outbox would store and read back is the same event
+    assert Event.from_dict(json.loads(json.dumps(payload))) == event
+    with pytest.raises(TypeError):
+        event.data["total"] = "0"  # type: ignore[index]
+
+
+def test_unserialisable_column_type_fails_the_flush_with_a_named_error(engine, recorder):
+    class Base(DeclarativeBase):
+        pass
+
+    class Blob(Base):
+        __tablename__ = "blobs"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        thing: Mapped[object] = mapped_column(PickleType)
+
+    Base.metadata.create_all(engine)
+    try:
+        from sqlalchemy.orm import sessionmaker
+
+        Session = sessionmaker(engine)
+        signalbus.SignalBus().attach(Session, plugins=False)
+        signalbus.bind(Blob, "insert", "blob_added")
+        recorder.listen("blob_added")
+        with Session() as s:
+            s.add(Blob(thing={1, 2}))
+            with pytest.raises(UnserialisableValue) as info:
+                s.commit()
+            message = str(info.value)
+            assert "Blob.thing" in message
+            assert "PickleType" in message
+            assert "builtins.set" in message
+            assert "exclude=['thing']" in message
+            s.rollback()
+        with Session() as s:
+            assert s.query(Blob).count() == 0  # the transaction failed loudly
+        assert recorder.calls == []
+        # the documented fix works
+        signalbus.bind(Blob, "insert", "blob_added_lean", exclude=["thing"])
+        recorder.listen("blob_added_lean")
+    finally:
+        Base.metadata.drop_all(engine)
+
+
+def test_emit_data_is_normalised_and_checked(bus):
+    signalbus.signal("report_ready")
+    event = bus.emit("report_ready", {"at": dt.date(2026, 1, 2), "n": decimal.Decimal("1.5")})
+    assert dict(event.data) == {"at": "2026-01-02", "n": "1.5"}
+    with pytest.raises(UnserialisableValue) as info:
+        bus.emit("report_ready", {"bad": object()})
+    assert "emit('report_ready') data['bad']" in str(info.value)
