@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import sqlite as sqlite
 from .bindings import bind as bind
 from .bus import SignalBus as SignalBus
 from .conditions import changed as changed
@@ -43,6 +44,7 @@ __all__ = [
     "muted",
     "receiver",
     "signal",
+    "sqlite",
 ]
 
 bus: SignalBus = SignalBus()

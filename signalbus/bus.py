@@ -411,9 +411,9 @@ class SignalBus:
         from .muting import active, is_muted
 
         event = make_event(signal, data)
-        st = capture._state_of(session)
-        sink = st.tracker.resolve(session) if st is not None else None
-        if not is_muted(event.signal, active(sink.muted if sink is not None else frozenset())):
-            capture.emit_into(session, None, event, sink or self.runtime())
+        st = capture.session_state(session)
+        sink = st.tracker.resolve(session) or self.runtime()
+        if not is_muted(event.signal, active(sink.muted)):
+            capture.emit_into(session, None, event, sink)
         return event
 

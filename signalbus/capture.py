@@ -724,18 +724,20 @@ def attach_session(target: Any, resolve: Resolver) -> bool:
         return True
 
 
-def emit_into(session: Session, sender: Any, event: Event, fallback: Sink) -> None:
-    """Add an emitted event to ``session``'s current transaction, beginning one if needed."""
+def session_state(session: Session) -> SessionState:
+    """The capture state of an attached session; an error names the fix otherwise."""
     st = _state_of(session)
     if st is None:
         raise ConfigurationError(
             "emit(..., session=...) was given a session that no bus is attached to: "
             "call signalbus.attach(...) on its factory, or init_app(app, db=db)."
         )
+    return st
+
+
+def emit_into(session: Session, sender: Any, event: Event, sink: Sink) -> None:
+    """Add an emitted event to ``session``'s current transaction, beginning one if needed."""
+    st = session_state(session)
     if not session.in_transaction():
         session.begin()
-    root = session.get_transaction()
-    root_frame = st.frames.get(root) if root is not None else None
-    sink = root_frame.sink if root_frame is not None else (st.tracker.resolve(session)
-                                                            or fallback)
     st.frame(session, sink).add(Emitted(sender, event))
