@@ -47,7 +47,6 @@ DEFAULTS: dict[str, Any] = {
 BACKENDS: dict[str, str] = {
     "inline": "signalbus.delivery:Inline",
     "outbox": "signalbus.outbox:Outbox",
-    "celery": "signalbus.celery:CeleryDelivery",
 }
 
 

@@ -49,13 +49,14 @@ def init_app(bus: SignalBus, app: Any, db: Any) -> None:
         )
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
-    app.extensions["signalbus"] = bus
     factory = db.session if db is not None else None
     runtime = Runtime(bus, app.config, app=app, db=db, session_factory=factory)
+    app.extensions["signalbus"] = bus
     bus._apps[app] = runtime
     try:
         runtime.load_plugins()
     except BaseException:
+        # a failed init leaves the app as it was, so the error can be fixed and retried
         del app.extensions["signalbus"]
         del bus._apps[app]
         raise

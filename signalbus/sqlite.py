@@ -73,13 +73,22 @@ def check_engine(engine: Any) -> None:
 
 
 def check_target(target: Any) -> None:
-    """Check the engine bound to a session factory or session, when one can be found."""
-    for holder in (target, getattr(target, "session_factory", None),
-                   getattr(target, "sync_session", None)):
-        if holder is None:
-            continue
-        kw = getattr(holder, "kw", None)
-        bind = kw.get("bind") if isinstance(kw, dict) else getattr(holder, "bind", None)
-        if bind is not None:
-            check_engine(bind)
-            return
+    """Check the engine bound to a session factory or session, when one can be found.
+
+    Careful with scoped sessions: reading an attribute through their proxy would create
+    the scope's session early.
+    """
+    from sqlalchemy.orm import Session, scoped_session
+
+    holder = target
+    if isinstance(holder, scoped_session) or type(holder).__name__ == "async_scoped_session":
+        holder = holder.session_factory
+    kw = getattr(holder, "kw", None)  # sessionmaker, async_sessionmaker
+    if isinstance(kw, dict):
+        bind = kw.get("bind")
+    elif isinstance(holder, Session):
+        bind = holder.bind
+    else:  # AsyncSession
+        bind = getattr(holder, "bind", None)
+    if bind is not None:
+        check_engine(bind)

@@ -1,0 +1,178 @@
+"""The Flask extension: init_app, config, Flask-SQLAlchemy wiring, several apps."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import signalbus
+from signalbus import SignalBus
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class Account(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(100))
+
+
+def make_app(database_url: str, **config) -> Flask:
+    from conftest import PG_SCHEMA  # the root conftest, on sys.path as rootdir
+
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
+    app.config["SIGNALBUS_PLUGINS"] = []  # hermetic: not the plugins installed in the venv
+    if database_url.startswith("postgresql"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "connect_args": {"options": f"-csearch_path={PG_SCHEMA}"}
+        }
+    app.config.update(config)
+    db.init_app(app)
+    with app.app_context():
+        signalbus.sqlite.configure(db.engine)
+        db.create_all()
+    return app
+
+
+@pytest.fixture
+def app_factory(database_url):
+    made = []
+
+    def factory(**config):
+        app = make_app(database_url, **config)
+        made.append(app)
+        return app
+
+    yield factory
+    for app in made:
+        with app.app_context():
+            db.drop_all()
+            db.engine.dispose()
+
+
+def _register(app, email):
+    with app.app_context():
+        db.session.add(Account(email=email))
+        db.session.commit()
+
+
+def test_init_app_wires_flask_sqlalchemy(app_factory, signalbus_capture):
+    signalbus.bind(Account, "insert", "account_opened")
+    app = app_factory()
+    bus = SignalBus()
+    bus.init_app(app, db=db)
+    assert app.extensions["signalbus"] is bus
+    assert app.config["SIGNALBUS_DELIVERY"] == "inline"  # setdefault
+    with app.app_context():
+        db.session.add(Account(email="rolled@x"))
+        db.session.flush()
+        db.session.rollback()
+    _register(app, "a@x")
+    signalbus_capture.assert_sent("account_opened", email="a@x")
+    assert signalbus_capture.names == ["account_opened"]
+
+
+def test_constructor_forms(app_factory):
+    app = app_factory(SIGNALBUS_DELIVERY="inline")
+    bus = SignalBus(app, db=db)
+    assert app.extensions["signalbus"] is bus
+    assert bus.runtime(app).settings.delivery == "inline"
+
+
+def test_second_registration_is_refused(app_factory):
+    app = app_factory()
+    SignalBus().init_app(app, db=db)
+    with pytest.raises(RuntimeError) as info:
+        SignalBus().init_app(app, db=db)
+    assert str(info.value) == (
+        "A 'SignalBus' instance has already been registered on this Flask app. Import and "
+        "use that instance instead."
+    )
+
+
+def test_bad_delivery_setting_is_named(app_factory):
+    app = app_factory(SIGNALBUS_DELIVERY="carrier-pigeon")
+    with pytest.raises(signalbus.ConfigurationError) as info:
+        SignalBus().init_app(app, db=db)
+    assert str(info.value) == (
+        "SIGNALBUS_DELIVERY is 'carrier-pigeon'; use one of 'inline', 'outbox'."
+    )
+    assert "signalbus" not in app.extensions
+
+
+def test_two_apps_in_one_process_are_kept_apart(app_factory):
+    """One db, one bus object, two apps: each event reaches its own app's receivers."""
+    signalbus.bind(Account, "insert", "account_opened")
+    bus = SignalBus()
+    first, second = app_factory(), app_factory()
+    bus.init_app(first, db=db)
+    bus.init_app(second, db=db)
+    got = {"first": [], "second": []}
+    bus.runtime(first).connect(
+        "account_opened", lambda sender, event, **kw: got["first"].append(event.data["email"]),
+        plugin="test")
+    bus.runtime(second).connect(
+        "account_opened", lambda sender, event, **kw: got["second"].append(event.data["email"]),
+        plugin="test")
+    _register(first, "one@x")
+    _register(second, "two@x")
+    _register(first, "three@x")
+    assert got == {"first": ["one@x", "three@x"], "second": ["two@x"]}
+
+
+def test_new_app_per_test_never_connects_twice(app_factory):
+    signalbus.bind(Account, "insert", "account_opened")
+    calls = []
+
+    @signalbus.receiver("account_opened")
+    def declared(sender, event, **kw):
+        calls.append(event.id)
+
+    for _ in range(3):
+        app = app_factory()
+        signalbus.SignalBus().init_app(app, db=db)
+    _register(app, "a@x")
+    assert len(calls) == 1
+
+
+def test_default_bus_and_module_level_init_app(database_url):
+    app = make_app(database_url)
+    try:
+        signalbus.init_app(app, db=db)
+        assert app.extensions["signalbus"] is signalbus.bus
+        signalbus.signal("hello")
+        with app.app_context():
+            event = signalbus.emit("hello", {"who": "world"})
+        assert event.data["who"] == "world"
+    finally:
+        with app.app_context():
+            db.drop_all()
+
+
+def test_sqlite_without_real_transactions_warns_once(tmp_path):
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    plain = SQLAlchemy()
+    plain.init_app(app)
+    with pytest.warns(signalbus.sqlite.SQLiteTransactionWarning) as record:
+        SignalBus().init_app(app, db=plain)
+    assert "signalbus.sqlite.configure(engine)" in str(record[0].message)
+    app2 = Flask(__name__)
+    app2.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with app.app_context():
+            from signalbus.sqlite import check_engine
+
+            check_engine(plain.engine)  # once per engine
