@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
@@ -181,7 +182,10 @@ def load_plugins(
                 raise TypeError(
                     f"entry point {ep.value!r} is neither callable nor a module with setup(bus)"
                 )
-            declared = getattr(obj, "requires", None) or getattr(setup, "requires", None)
+            # ``requires`` on the callable, else on the module that defines it
+            declared = getattr(obj, "requires", None) or getattr(
+                sys.modules.get(getattr(setup, "__module__", "") or ""), "requires", None
+            )
             bus = PluginBus(runtime, record)
             if declared:
                 bus.requires(declared)
