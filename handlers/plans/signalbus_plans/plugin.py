@@ -315,12 +315,11 @@ def _insert_missing(session: Session, values: list[dict[str, Any]]) -> list[str]
     """
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = (dialect_insert(t).on_conflict_do_nothing(
-            index_elements=[t.c.user_id, t.c.service]).returning(t.c.service))
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        ins = postgresql.insert(t) if dialect == "postgresql" else sqlite.insert(t)
+        stmt = ins.on_conflict_do_nothing(
+            index_elements=[t.c.user_id, t.c.service]).returning(t.c.service)
         inserted = set(session.scalars(stmt, values).all())
         return [v["service"] for v in values if v["service"] in inserted]
     session.execute(insert(t), values)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import signalbus_plans  # imported at collection: the isolation fixture keeps its signals
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String, select
@@ -14,10 +15,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import signalbus
 import signalbus.sqlite
-
-# Imported at collection time, so that the signals it declares at import are part of
-# what the suite's isolation fixture keeps between tests.
-import signalbus_plans
 
 PLANS = {
     "free": ["newsletter"],
@@ -110,7 +107,13 @@ def build_host(database_url: str, **config: Any) -> Host:
         db.drop_all()
         db.create_all()
     bus = signalbus.SignalBus()
-    bus.init_app(app, db=db)
+    try:
+        bus.init_app(app, db=db)
+    except BaseException:
+        with app.app_context():
+            db.drop_all()
+            db.engine.dispose()
+        raise
     return Host(app, db, User, bus)
 
 
