@@ -41,6 +41,15 @@ DEFAULTS: dict[str, Any] = {
     "SIGNALBUS_DISABLED_PLUGINS": (),
     "SIGNALBUS_PLUGINS_STRICT": False,
     "SIGNALBUS_MAX_DEPTH": 10,
+    # the outbox and its worker (signalbus.outbox, signalbus.worker)
+    "SIGNALBUS_OUTBOX_BATCH": 100,
+    "SIGNALBUS_OUTBOX_LEASE": 60.0,
+    "SIGNALBUS_OUTBOX_BACKOFF_BASE": 2.0,
+    "SIGNALBUS_OUTBOX_BACKOFF_CAP": 3600.0,
+    "SIGNALBUS_OUTBOX_MAX_ATTEMPTS": 10,
+    "SIGNALBUS_OUTBOX_POLL": 2.0,
+    "SIGNALBUS_OUTBOX_NOTIFY": True,
+    "SIGNALBUS_OUTBOX_CHANNEL": "signalbus",
 }
 """Every setting a bus reads, with its default (backends may add their own)."""
 

@@ -51,10 +51,10 @@ class Condition:
         raise NotImplementedError
 
     def __and__(self, other: Condition) -> Condition:
-        return _All(self, other)
+        return _Combined("&", self, other)
 
     def __or__(self, other: Condition) -> Condition:
-        return _Any(self, other)
+        return _Combined("|", self, other)
 
     def __invert__(self) -> Condition:
         return _Not(self)
@@ -91,28 +91,20 @@ class _Changed(Condition):
         return f"changed({', '.join(args)})"
 
 
-class _All(Condition):
-    def __init__(self, *parts: Condition) -> None:
+class _Combined(Condition):
+    """``a & b`` (all parts hold) or ``a | b`` (any part holds)."""
+
+    def __init__(self, symbol: str, *parts: Condition) -> None:
+        self.symbol = symbol
+        self.test = all if symbol == "&" else any
         self.parts = parts
         self.fields = _union(parts)
 
     def __call__(self, row: RowView) -> bool:
-        return all(p(row) for p in self.parts)
+        return self.test(p(row) for p in self.parts)
 
     def __repr__(self) -> str:
-        return "(" + " & ".join(map(repr, self.parts)) + ")"
-
-
-class _Any(Condition):
-    def __init__(self, *parts: Condition) -> None:
-        self.parts = parts
-        self.fields = _union(parts)
-
-    def __call__(self, row: RowView) -> bool:
-        return any(p(row) for p in self.parts)
-
-    def __repr__(self) -> str:
-        return "(" + " | ".join(map(repr, self.parts)) + ")"
+        return "(" + f" {self.symbol} ".join(map(repr, self.parts)) + ")"
 
 
 class _Not(Condition):
