@@ -90,9 +90,12 @@ class Settings:
         disabled = get("SIGNALBUS_DISABLED_PLUGINS") or ()
         if isinstance(disabled, str):
             disabled = [p.strip() for p in disabled.split(",") if p.strip()]
+        redact = get("SIGNALBUS_REDACT") or ()
+        if isinstance(redact, str):
+            redact = [p.strip() for p in redact.split(",") if p.strip()]
         return cls(
             delivery=delivery,
-            redact=tuple(p.lower() for p in get("SIGNALBUS_REDACT") or ()),
+            redact=tuple(p.lower() for p in redact),
             muted=parse_muted(get("SIGNALBUS_MUTED")),
             plugins=tuple(plugins) if plugins is not None else None,
             disabled_plugins=tuple(disabled),
@@ -336,8 +339,8 @@ class SignalBus:
     def init_app(self, app: Any, db: Any = None) -> None:
         """Register the bus on a Flask app.
 
-        Reads, with ``app.config.setdefault``: ``SIGNALBUS_DELIVERY`` (``"inline"``,
-        ``"outbox"``, ``"celery"``), ``SIGNALBUS_REDACT`` (substrings of attribute names
+        Reads, with ``app.config.setdefault``: ``SIGNALBUS_DELIVERY`` (``"inline"`` or
+        ``"outbox"``), ``SIGNALBUS_REDACT`` (substrings of attribute names
         left out of payloads), ``SIGNALBUS_MUTED``, ``SIGNALBUS_PLUGINS`` (explicit list,
         in order), ``SIGNALBUS_DISABLED_PLUGINS``, ``SIGNALBUS_PLUGINS_STRICT``,
         ``SIGNALBUS_MAX_DEPTH`` (the chain limit of receivers committing changes), and
