@@ -6,7 +6,8 @@ for one test. Point an app at it with ``smtp_server.configure(app)`` (before
 ``smtp_server.config`` into the app's config. Then:
 
 * ``smtp_server.messages``: every message received, parsed into
-  :class:`email.message.EmailMessage` (``msg["Subject"]``, ``msg.get_body(...)``);
+  :class:`email.message.EmailMessage` (``msg["Subject"]``, ``msg.get_body(...)``), its
+  CRLF line ends turned into ``\n`` as a mailbox stores them;
 * ``smtp_server.envelopes``: the SMTP envelopes (``mail_from``, ``rcpt_tos``, ``message``);
 * ``smtp_server.refuse(address, reply)``: answer ``RCPT TO`` for that address with
   ``reply`` (``"550 5.1.1 ..."`` for a permanent, ``"450 ..."`` for a temporary refusal).
@@ -59,7 +60,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        # SMTP carries CRLF line ends; store them as a mailbox would, as plain newlines
+        content = envelope.content.replace(b"\r\n", b"\n")
+        message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.server._record(Envelope(envelope.mail_from, tuple(envelope.rcpt_tos), message))
         return "250 Message accepted for delivery"
