@@ -32,6 +32,7 @@ demo: install
 	$(BIN)/python -m examples.demo --delivery $(DELIVERY) $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
 
 bench: install
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -1,0 +1,289 @@
+"""``python -m benchmarks``: run every configuration, print the table, write results.md.
+
+The whole run (both databases, Django, the memory subprocesses) is meant to take well
+under 10 minutes on a 2-core machine with the defaults; ``--quick`` is a smoke run.
+Progress goes to stderr, the Markdown table to stdout. Exits 1 if a section could not
+run (PostgreSQL unreachable, Django missing, a section raising), after reporting what
+did run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from .context import Context
+from .databases import Database, open_database, postgres_url
+from .report import Row, environment, load_average, render, table
+from .runner import Interleaved, Ratio, run_interleaved
+from .workloads import Workload, signalbus_bindings, sqlalchemy_workloads
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+MEMORY_TARGET = 1.5
+
+
+def _verdict(value: float, limit: float) -> str:
+    return "met" if value <= limit else "missed"
+
+
+def _throughput_row(section: str, w: Workload, result: Interleaved) -> Row:
+    per_repeat = [result.rows / s for s in result.totals[w.key]]
+    return Row(section, w.label, "", statistics.median(per_repeat), min(per_repeat),
+               max(per_repeat), unit="rows/s", note="absolute, for scale")
+
+
+def sqlalchemy_section(db: Database, ctx: Context) -> list[Row]:
+    """The interleaved SQLAlchemy configurations on ``db``."""
+    workloads = sqlalchemy_workloads(db, ctx.batch_size)
+    ctx.progress(f"{db.name}: {len(workloads)} configurations × {ctx.rows} rows × "
+                 f"{ctx.repeats} repeats, interleaved")
+    result = run_interleaved(
+        workloads, rows=ctx.rows, batch_size=ctx.batch_size, repeats=ctx.repeats,
+        progress=lambda m: ctx.progress(f"{db.name}: {m}"),
+    )
+    by_key = {w.key: w for w in workloads}
+    noise: Ratio = result.ratio("floor-copy", "floor")
+    band = max(abs(noise.low - 1), abs(noise.high - 1))
+    rows = []
+    for w in workloads:
+        if w.floor is None:
+            rows.append(_throughput_row(db.name, w, result))
+            continue
+        r = result.ratio(w.key, w.floor)
+        verdict, note = "", ""
+        if w.target is not None:
+            verdict = _verdict(r.median, w.target)
+        if w.key == "unbound":
+            verdict = "met" if abs(r.median - 1) <= band else "missed"
+            note = f"noise band of this run (A/A): ±{band:.3f}"
+        if w.kind == "update":
+            note = "100 rows loaded by key range, email changed, committed"
+        rows.append(Row(db.name, w.label, by_key[w.floor].key, r.median, r.low, r.high,
+                        target=w.target_text, verdict=verdict, note=note))
+    return rows
+
+
+def _subprocess_json(module: str, args: Sequence[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", module, *args]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n"
+                           f"{proc.stderr.strip()}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def memory_section(db: Database, ctx: Context, tracemalloc: bool) -> list[Row]:
+    """Peak memory of one large transaction: signalbus inline against the floor."""
+    measures = ["tracemalloc", "rss"] if tracemalloc else ["rss"]
+    url = db.scratch_url
+    peaks: dict[tuple[str, str], int] = {}
+    for how in measures:
+        for config in ("floor", "signalbus"):
+            ctx.progress(f"{db.name}: peak memory of one {ctx.memory_rows}-row transaction, "
+                         f"{config}, {how} (fresh process)")
+            args = ["--db", db.kind, "--url", url, "--config", config,
+                    "--rows", str(ctx.memory_rows), "--measure", how]
+            if db.schema:
+                args += ["--schema", db.schema]
+            peaks[how, config] = int(_subprocess_json("benchmarks.memory", args)["peak_bytes"])
+    rows = []
+    for how in measures:
+        floor, sb = peaks[how, "floor"], peaks[how, "signalbus"]
+        ratio = sb / floor
+        what = ("Python heap peak (tracemalloc)" if how == "tracemalloc"
+                else "growth of peak RSS (ru_maxrss)")
+        rows.append(Row(
+            db.name, f"signalbus inline: peak memory, one {ctx.memory_rows:,}-row transaction",
+            "floor", ratio, ratio, ratio, target="≤ 1.5×",
+            verdict=_verdict(ratio, MEMORY_TARGET),
+            note=f"{what}: {sb / 1e6:.0f} MB vs {floor / 1e6:.0f} MB; one measurement each",
+        ))
+    return rows
+
+
+def django_section(ctx: Context) -> tuple[list[Row], str]:
+    """Django's ``post_save`` + ``on_commit`` against Django's floor (a subprocess)."""
+    if importlib.util.find_spec("django") is None:
+        raise RuntimeError("Django is not installed: pip install -e '.[bench]' (make bench "
+                           "does it)")
+    ctx.progress(f"Django on SQLite: 2 configurations × {ctx.rows} rows × {ctx.repeats} "
+                 "repeats, interleaved (subprocess)")
+    out = _subprocess_json("benchmarks.django_bench", [
+        "--rows", str(ctx.rows), "--batch-size", str(ctx.batch_size),
+        "--repeats", str(ctx.repeats)])
+    totals = out["totals"]
+    section = f"Django {out['django']} (SQLite)"
+    per_repeat = [ctx.rows / s for s in totals["django-floor"]]
+    ratios = [a / b for a, b in zip(totals["django-on-commit"], totals["django-floor"],
+                                    strict=True)]
+    rows = [
+        Row(section, "Django floor: objects.create() per row in atomic(), no receiver", "",
+            statistics.median(per_repeat), min(per_repeat), max(per_repeat),
+            unit="rows/s", note="absolute, for scale"),
+        Row(section, "Django: post_save → transaction.on_commit → signal, 3 no-op receivers",
+            "django-floor", statistics.median(ratios), min(ratios), max(ratios),
+            note="against Django's own floor"),
+    ]
+    return rows, str(out["django"])
+
+
+def outbox_section(ctx: Context) -> list[Row]:
+    """The outbox rows: measured by ``benchmarks.outbox_worker`` when it exists.
+
+    Until then each is reported as not measured, with the reason (never a number).
+    """
+    rows: list[Row] = []
+    if importlib.util.find_spec("signalbus.outbox") is None:
+        reason = "not measured: signalbus.outbox is not in this checkout"
+    else:
+        reason = "not measured: no outbox write configuration in benchmarks/workloads.py yet"
+    rows.append(Row("SQLite, PostgreSQL", "signalbus outbox: write cost in the transaction",
+                    "floor", target="≤ 1.20× (PostgreSQL)", note=reason))
+    rows.append(Row("SQLite, PostgreSQL", "signalbus outbox: peak memory, one large "
+                    "transaction", "floor", target="≤ 1.5×", note=reason))
+    if importlib.util.find_spec("benchmarks.outbox_worker") is None:
+        missing = "not measured: benchmarks/outbox_worker.py is not in this checkout"
+        rows.append(Row("PostgreSQL", "one worker's delivery rate, 3 no-op receivers",
+                        "raw SKIP LOCKED claim-and-delete", target="≥ 20,000 events/s",
+                        note=missing))
+        rows.append(Row("PostgreSQL", "commit-to-receiver latency at 200 events/s (p50, p99)",
+                        "", target="p50 ≤ 5 ms, p99 ≤ 20 ms", note=missing))
+        return rows
+    module = importlib.import_module("benchmarks.outbox_worker")
+    worker_rows: list[Row] = module.run(ctx)
+    return rows + worker_rows
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="signalbus's cost against the floor, interleaved, as ratios.")
+    parser.add_argument("--rows", type=int, default=20_000,
+                        help="rows per configuration per repeat (default 20000)")
+    parser.add_argument("--batch-size", type=int, default=100,
+                        help="rows per transaction (default 100)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="interleaved repeats, one ratio each (default 5)")
+    parser.add_argument("--memory-rows", type=int, default=100_000,
+                        help="rows of the large transaction whose peak memory is measured")
+    parser.add_argument("--databases", default="sqlite,postgresql",
+                        help="comma-separated: sqlite, postgresql (default both)")
+    parser.add_argument("--tracemalloc-on", default="sqlite",
+                        help="databases whose memory runs also use tracemalloc (slow; "
+                             "default sqlite; 'none' for none)")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated sections to skip: sqlalchemy, memory, django, "
+                             "outbox")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2,000 rows, 2 repeats, 10,000-row memory "
+                             "transaction; results.md is not written")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"where to write the results (default {RESULTS}, not with "
+                             "--quick)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.repeats, args.memory_rows = 2_000, 2, 10_000
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks; return the exit status."""
+    args = parse(argv)
+    kinds = [k.strip() for k in args.databases.split(",") if k.strip()]
+    unknown = set(kinds) - {"sqlite", "postgresql"}
+    if unknown:
+        raise SystemExit(f"--databases: unknown {', '.join(sorted(unknown))}; "
+                         "use sqlite and/or postgresql")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    ctx = Context(rows=args.rows, batch_size=args.batch_size, repeats=args.repeats,
+                  memory_rows=args.memory_rows,
+                  postgres_url=postgres_url() if "postgresql" in kinds else None,
+                  quick=args.quick)
+    started, load_before = time.perf_counter(), load_average()
+    rows: list[Row] = []
+    extra: dict[str, str] = {}
+    failed = False
+
+    def failure(section: str, what: str, exc: BaseException) -> None:
+        nonlocal failed
+        failed = True
+        traceback.print_exception(exc, file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        rows.append(Row(section, what, note=f"not run: {first}"))
+
+    for kind in kinds:
+        name = "SQLite" if kind == "sqlite" else "PostgreSQL"
+        try:
+            with open_database(kind, postgres=ctx.postgres_url) as db:
+                extra[name] = db.server_version()
+                if "sqlalchemy" not in skip:
+                    rows += sqlalchemy_section(db, ctx)
+                if "memory" not in skip:
+                    tm = kind in args.tracemalloc_on.split(",")
+                    rows += memory_section(db, ctx, tracemalloc=tm)
+        except OperationalError as exc:
+            failure(name, "every configuration", exc)
+        except Exception as exc:
+            failure(name, "remaining configurations", exc)
+    if "django" not in skip:
+        try:
+            django_rows, extra["Django"] = django_section(ctx)
+            rows += django_rows
+        except Exception as exc:
+            failure("Django (SQLite)", "every configuration", exc)
+    if "outbox" not in skip:
+        try:
+            rows += outbox_section(ctx)
+        except Exception as exc:
+            failure("outbox", "outbox configurations", exc)
+
+    elapsed = time.perf_counter() - started
+    command = "make bench" if argv is None and not sys.argv[1:] else (
+        "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    extra["run"] = (f"{args.rows:,} rows per configuration per repeat in transactions of "
+                    f"{args.batch_size}, {args.repeats} repeats, memory transaction of "
+                    f"{args.memory_rows:,} rows; signalbus bindings declared: "
+                    f"{signalbus_bindings()}; took {elapsed:.0f} s")
+    extra["load average (1/5/15 min) before / after"] = f"{load_before}  /  {load_average()}"
+    env = environment(extra)
+    notes = [
+        "Timed unit: one transaction, from opening the session to the end of the commit "
+        "(inline receivers included). Every configuration writes the same values into its "
+        "own table; the order of configurations is shuffled for every batch.",
+        "Engines: on SQLite all configurations share one engine set up with "
+        "signalbus.sqlite.configure (real BEGIN), the floor too; the driver-default row shows "
+        "what that setup costs by itself. PostgreSQL runs in a dedicated schema, dropped at "
+        "the end.",
+        "Noise: a 2-core virtual machine shared with other work; the A/A row (the floor "
+        "against itself) shows how far apart two identical configurations land in this run.",
+        *ctx.notes,
+    ]
+    print(table(rows))
+    print(f"\n{elapsed:.0f} s; load average before {load_before}, after {load_average()}",
+          file=sys.stderr)
+    output = args.output if args.output is not None else (None if args.quick else RESULTS)
+    if output is not None:
+        output.write_text(render(rows, env, command, notes), encoding="utf-8")
+        print(f"wrote {output}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
