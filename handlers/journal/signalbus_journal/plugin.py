@@ -1,0 +1,139 @@
+"""The ``journal`` entry point: which signals to journal, and where.
+
+A receiver is connected per signal name, so "every signal" means every signal
+*declared when the plugin is set up* (``init_app``/``attach``): the host's bindings and
+``signalbus.signal(...)`` calls made before that, plus the signals the other enabled
+plugins declare when their module is imported (the journal imports those modules first,
+so that, e.g., ``plan_subscribed`` of signalbus-plans is journaled though ``journal``
+loads before ``plans``). A signal declared later is not journaled; name it in
+``SIGNALBUS_JOURNAL_SIGNALS`` to journal it anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import signalbus
+from signalbus import signals
+from signalbus.plugins import PluginBus, discover
+
+from .journal import Journal
+
+__all__ = ["EXTENSION", "RECEIVER_NAME", "Settings", "journal_dir", "setup"]
+
+log = logging.getLogger("signalbus")
+
+EXTENSION = "signalbus_journal"
+"""Key of the per-app :class:`~signalbus_journal.Journal` in ``app.extensions``."""
+
+RECEIVER_NAME = "signalbus_journal:append"
+"""The durable receiver name (the same on every signal), which the outbox tracks."""
+
+DEFAULT_DIRNAME = "signalbus-journal"
+
+DEFAULTS: dict[str, Any] = {
+    "SIGNALBUS_JOURNAL_SIGNALS": None,
+    "SIGNALBUS_JOURNAL_EXCLUDE": (),
+    "SIGNALBUS_JOURNAL_FSYNC": False,
+}
+"""Settings with a default. ``SIGNALBUS_JOURNAL_DIR`` defaults to the app's instance folder."""
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, Iterable) or not all(isinstance(v, str) and v for v in value):
+        raise signalbus.ConfigurationError(
+            f"{key} must be a list of signal names (or a comma-separated string), "
+            f"not {value!r}."
+        )
+    return tuple(value)
+
+
+def journal_dir(config: Mapping[str, Any], app: Any = None) -> str:
+    """The journal directory: ``SIGNALBUS_JOURNAL_DIR``, else ``<instance>/signalbus-journal``."""
+    directory = config.get("SIGNALBUS_JOURNAL_DIR")
+    if directory:
+        return str(os.fspath(directory))
+    if app is not None:
+        return os.path.join(str(app.instance_path), DEFAULT_DIRNAME)
+    raise signalbus.ConfigurationError(
+        "signalbus-journal needs SIGNALBUS_JOURNAL_DIR, the directory to write the "
+        "journal files to (outside Flask there is no instance folder to default to)."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The journal's settings, read once at set-up."""
+
+    directory: str
+    """``SIGNALBUS_JOURNAL_DIR``."""
+    signals: tuple[str, ...] | None
+    """``SIGNALBUS_JOURNAL_SIGNALS``: the signals to journal; ``None`` for every declared one."""
+    exclude: frozenset[str]
+    """``SIGNALBUS_JOURNAL_EXCLUDE``: signals never journaled."""
+    fsync: bool
+    """``SIGNALBUS_JOURNAL_FSYNC``: ``fsync`` after every line."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], app: Any = None) -> Settings:
+        """Read and check the settings; errors name the key."""
+        chosen = config.get("SIGNALBUS_JOURNAL_SIGNALS")
+        return cls(
+            directory=journal_dir(config, app),
+            signals=_names(chosen, "SIGNALBUS_JOURNAL_SIGNALS") if chosen is not None else None,
+            exclude=frozenset(_names(config.get("SIGNALBUS_JOURNAL_EXCLUDE") or (),
+                                     "SIGNALBUS_JOURNAL_EXCLUDE")),
+            fsync=bool(config.get("SIGNALBUS_JOURNAL_FSYNC")),
+        )
+
+
+def _import_other_plugins(bus: PluginBus) -> None:
+    """Import the modules of the other enabled plugins, so their signals are declared."""
+    config = bus.config
+    only = config.get("SIGNALBUS_PLUGINS")
+    if isinstance(only, str):
+        only = [p.strip() for p in only.split(",")]
+    disabled = config.get("SIGNALBUS_DISABLED_PLUGINS") or ()
+    if isinstance(disabled, str):
+        disabled = [p.strip() for p in disabled.split(",")]
+    for name, eps in discover().items():
+        if name == bus.name or name in disabled or (only is not None and name not in only):
+            continue
+        try:
+            eps[0].load()  # an import: the loader imports it again (cached) in its turn
+        except Exception:  # noqa: S110 - the loader reports this plugin's failure itself
+            continue
+
+
+def setup(bus: PluginBus) -> None:
+    """Entry point of the ``journal`` plugin: connect the journal to the chosen signals.
+
+    Reads ``SIGNALBUS_JOURNAL_DIR`` (default ``<app.instance_path>/signalbus-journal``),
+    ``SIGNALBUS_JOURNAL_SIGNALS`` (``None``: every declared signal),
+    ``SIGNALBUS_JOURNAL_EXCLUDE`` (``()``) and ``SIGNALBUS_JOURNAL_FSYNC`` (``False``).
+    """
+    config = bus.config
+    if hasattr(config, "setdefault"):
+        for key, value in DEFAULTS.items():
+            config.setdefault(key, value)
+    settings = Settings.from_config(config, bus.app)
+    journal = Journal(settings.directory, fsync=settings.fsync)
+    if bus.app is not None:
+        bus.app.extensions[EXTENSION] = journal
+    if settings.signals is None:
+        _import_other_plugins(bus)
+        chosen = signals.declared()
+    else:
+        chosen = list(settings.signals)
+    chosen = [name for name in chosen if name not in settings.exclude]
+    for name in chosen:
+        bus.connect(name, journal, name=RECEIVER_NAME)
+    which = "every signal declared at start-up" if settings.signals is None else "listed signals"
+    excluded = f" except {', '.join(sorted(settings.exclude))}" if settings.exclude else ""
+    bus.describe(f"journal: {settings.directory} ({which}{excluded}: {len(chosen)})")
