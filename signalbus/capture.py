@@ -625,18 +625,20 @@ class Tracker:
             frame.add(_snapshot(state, op, plan, now, muted))
 
     def _before_commit(self, session: Session) -> None:
-        st: SessionState | None = session.info.get(KEY)
-        if st is None or session.get_nested_transaction() is not None:
+        if session.get_nested_transaction() is not None:
             return
+        st: SessionState | None = session.info.get(KEY)
         root = session.get_transaction()
-        frame = st.frames.get(root) if root is not None else None
-        sink = frame.sink if frame is not None else None
+        frame = st.frames.get(root) if st is not None and root is not None else None
+        # no frame yet: the commit's own flush may be the first of the transaction
+        sink = frame.sink if frame is not None else self.resolve(session)
         if sink is None or not sink.prepares:
             return
         # the commit's own final flush has not run yet: run it, so that the events
         # stored with this transaction are complete
         session.flush()
-        frame = st.frames.get(root)  # type: ignore[arg-type]
+        st = session.info.get(KEY)
+        frame = st.frames.get(root) if st is not None else None
         if frame is None:
             return
         frame.prepared = frame.build()

@@ -117,8 +117,9 @@ def main() -> None:
     """``signalbus --app module:factory COMMAND``: the same commands without ``flask``."""
 
     @click.group(cls=AppGroup, commands=cli.commands, help=cli.help)
-    @click.option("--app", "app_import", required=True,
-                  help="The app factory or instance, as 'module:factory' or 'module:app'.")
+    @click.option("--app", "app_import", default=None,
+                  help="The app factory or instance, as 'module:factory' or 'module:app' "
+                       "(the outbox commands also take --app after their name).")
     @click.pass_context
     def entry(ctx: click.Context, app_import: str) -> None:
         ctx.ensure_object(ScriptInfo).app_import_path = app_import
