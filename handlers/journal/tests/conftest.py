@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import signalbus_journal
-from signalbus_journal.cli import journal as journal_cli
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from signalbus_journal.cli import journal as journal_cli
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
