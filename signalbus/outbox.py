@@ -263,9 +263,8 @@ class OutboxSettings:
                 else:
                     value = kind(raw)
             except (TypeError, ValueError):
-                raise ConfigurationError(
-                    f"{key} is {raw!r}; it must be a {kind.__name__}."
-                ) from None
+                wanted = {int: "a whole number", float: "a number of seconds"}.get(kind, "text")
+                raise ConfigurationError(f"{key} is {raw!r}; it must be {wanted}.") from None
             if minimum is not None and value < minimum:
                 raise ConfigurationError(f"{key} is {raw!r}; it must be at least {minimum}.")
             return value

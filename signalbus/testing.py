@@ -5,6 +5,7 @@
   not recorded), nothing that was muted or rolled back.
 * ``@pytest.mark.signalbus_muted(*names)``: mutes all signals (or those named) for the
   test, as :func:`signalbus.muted` does.
+* ``signalbus_drain``: runs the real outbox worker in-process until nothing is due.
 * A receiver that raises during a test fails that test, though inline delivery
   swallows the exception in production. Opt out for one test with
   ``@pytest.mark.signalbus_receiver_errors("log")``, or for a whole suite with the ini
@@ -13,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -97,6 +98,27 @@ def signalbus_capture() -> Generator[SignalCapture, None, None]:
         yield capture
     finally:
         delivery.observers.remove(capture._record)
+
+
+@pytest.fixture
+def signalbus_drain() -> Callable[..., Any]:
+    """Deliver the outbox with the real worker code, in the test's process and thread.
+
+    Returns ``drain(target=None, **options)``, which runs
+    :func:`signalbus.worker.drain`: the worker loop, claiming and delivering batches
+    until nothing is due, then returns its :class:`~signalbus.worker.WorkerStats`.
+    ``target`` is the Flask app, :class:`~signalbus.SignalBus` or runtime (default:
+    the current app's, else the default bus); ``options`` go to
+    :class:`~signalbus.worker.Worker` (``backoff_base=0`` makes retries due at once).
+    Receiver exceptions fail the test, as in inline mode.
+    """
+
+    def drain(target: Any = None, **options: Any) -> Any:
+        from .worker import drain as run
+
+        return run(target, **options)
+
+    return drain
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

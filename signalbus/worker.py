@@ -165,9 +165,7 @@ class Worker:
                                if handle_signals is None else handle_signals)
         self.stats = WorkerStats()
         self._stop = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         self._conn: Connection | None = None
         self._senders: dict[str, Any] = {}
         self._receivers: dict[tuple[str, Any], dict[str, Receiver]] = {}
@@ -178,8 +176,10 @@ class Worker:
     def stop(self) -> None:
         """Ask the worker to stop after the current delivery (thread- and signal-safe)."""
         self._stop.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                wake[1].send(b"x")
 
     @property
     def stopping(self) -> bool:
@@ -191,8 +191,13 @@ class Worker:
         self._check_tables()
         restore = self._install_signal_handlers() if self.handle_signals else None
         listener: _Listener | None = None
+        if self.listen and not once:
+            # lets stop() (a signal handler, another thread) interrupt a select()
+            self._wake = socket.socketpair()
+            for sock in self._wake:
+                sock.setblocking(False)
         try:
-            if self.listen and not once:
+            if self._wake is not None:
                 listener = _open_listener(self.engine, self.settings.channel)
             while not self._stop.is_set():
                 if listener is not None:
@@ -214,8 +219,8 @@ class Worker:
                 if once:
                     break
                 timeout = self._next_wait()
-                if listener is not None:
-                    listener, notified = listener.wait(timeout, self._wake_r)
+                if listener is not None and self._wake is not None:
+                    listener, notified = listener.wait(timeout, self._wake[0])
                 else:
                     notified = False
                     self._stop.wait(timeout)
@@ -223,11 +228,15 @@ class Worker:
                     self.stats.woken_by_notify += 1
                 elif not self._stop.is_set():
                     self.stats.woken_by_poll += 1
-                if listener is None and self.listen and not self._stop.is_set():
+                if listener is None and self._wake is not None and not self._stop.is_set():
                     listener = _open_listener(self.engine, self.settings.channel)
         finally:
             if listener is not None:
                 listener.close()
+            if self._wake is not None:
+                for sock in self._wake:
+                    sock.close()
+                self._wake = None
             if restore is not None:
                 restore()
             self._close_connection()
