@@ -1,7 +1,8 @@
 """The ``plans`` entry point: settings, receivers and the subscription writes.
 
-How a delivery is written: the receiver takes a session from the bus's session factory
-(Flask-SQLAlchemy's ``db.session`` when the host called ``init_app(app, db=db)``), reads
+How a delivery is written: the receiver opens a session of the bus's session factory
+(Flask-SQLAlchemy's ``db.session`` when the host called ``init_app(app, db=db)``; see
+:meth:`Plans.session` for why a new one rather than the scoped one), reads
 the user's rows, works out the difference between the services the user should have and
 the active ones, writes it, and emits ``plan_subscribed`` / ``plan_cancelled`` with
 ``signalbus.emit(..., session=session)`` before committing. The emitted events therefore
@@ -245,23 +246,19 @@ class Plans:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session with no transaction in progress, for one write.
+        """A new session of the host's session factory, for one write; closed afterwards.
 
-        The bus's session factory is used as it is (Flask-SQLAlchemy's scoped
-        ``db.session``: inline receivers run right after the host's commit, so the
-        session is idle). If that scoped session is in the middle of a transaction of
-        its own, a private session of the same factory is used instead, so that the
-        plugin never commits somebody else's work. Sessions made here are closed here.
+        With Flask-SQLAlchemy the bus's factory is the scoped ``db.session``; the plugin
+        does not write through that very session but through a new one made by its
+        ``session_factory`` (same engine, binds and signalbus wiring). The host's scoped
+        session cannot be used when the host committed with ``with db.session.begin():``:
+        inline receivers run inside that block's exit, and SQLAlchemy refuses any further
+        work on the session until the block is left ("Can't operate on closed
+        transaction inside context manager"). A session of its own also never commits
+        the host's unfinished work, nor expires or rolls back the host's objects.
         """
         factory = self.session_factory
-        if isinstance(factory, scoped_session):
-            current = factory()
-            if not current.in_transaction():
-                yield current
-                return
-            own = factory.session_factory()
-        else:
-            own = factory()
+        own = factory.session_factory() if isinstance(factory, scoped_session) else factory()
         try:
             yield own
         finally:

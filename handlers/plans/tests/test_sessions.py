@@ -9,25 +9,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 import signalbus
 
 
-def test_the_idle_host_session_is_used_as_it_is(host):
+def test_the_plugin_writes_through_a_new_session_of_the_host_factory(host):
     plans = host.app.extensions["signalbus_plans"]
     with host.app.app_context():
-        with plans.session() as session:
-            assert session is host.db.session()
-        assert host.db.session().is_active  # not closed: it is the host's
-
-
-def test_a_host_session_inside_a_transaction_is_left_alone(host):
-    plans = host.app.extensions["signalbus_plans"]
-    with host.app.app_context():
-        host.db.session.begin()
         with plans.session() as session:
             assert session is not host.db.session()
-        assert host.db.session().in_transaction()
-        host.db.session.rollback()
+            assert isinstance(session, type(host.db.session()))  # Flask-SQLAlchemy's class
+            assert session.get_bind() is host.db.engine
+        assert host.db.session().is_active  # the host's session is untouched
 
 
-def test_a_commit_of_another_session_is_written_in_a_private_session(host):
+def test_the_hosts_unfinished_work_is_not_committed_by_the_plugin(host):
     with host.app.app_context():
         host.db.session.begin()  # the host's scoped session has work in progress
         other = host.db.session.session_factory()
@@ -72,3 +64,15 @@ def test_plain_sqlalchemy_with_a_sessionmaker(engine, signalbus_capture):
     finally:
         signalbus_plans.metadata.drop_all(engine)
         Base.metadata.drop_all(engine)
+
+
+def test_a_host_commit_through_a_begin_block(host, signalbus_capture):
+    """Receivers run inside the block's exit, where the host's session refuses more work."""
+    with host.app.app_context():
+        with host.db.session.begin():
+            user = host.User(email="ann@example.com", name="Ann", plan="pro")
+            host.db.session.add(user)
+        uid = user.id  # the host keeps using its session after the plugin's commit
+        assert host.db.session.get(host.User, uid).email == "ann@example.com"
+    assert signalbus_capture.names == ["user_registered"] + ["plan_subscribed"] * 3
+    assert set(host.subscriptions(uid)) == {"newsletter", "priority-support", "badge-export"}

@@ -72,13 +72,12 @@ def test_plan_events_are_not_delivered_when_the_plugin_write_fails(
             raise RuntimeError("disk full while committing the subscriptions")
 
     caplog.set_level(logging.ERROR, logger="signalbus")
-    with host.app.app_context():
-        session = host.db.session()
-        sa_event.listen(session, "before_commit", fail_plugin_commit)
-        session.add(host.User(email="ann@example.com", name="Ann", plan="pro"))
-        session.commit()
-        uid = session.scalar(host.db.select(host.User.id))
-        sa_event.remove(session, "before_commit", fail_plugin_commit)
+    factory = host.db.session.session_factory  # the plugin's session comes from it
+    sa_event.listen(factory, "before_commit", fail_plugin_commit)
+    try:
+        uid = host.register("ann@example.com", plan="pro")
+    finally:
+        sa_event.remove(factory, "before_commit", fail_plugin_commit)
     signalbus_capture.assert_sent("user_registered", id=uid)
     signalbus_capture.assert_not_sent("plan_subscribed")
     assert host.rows(uid) == []
