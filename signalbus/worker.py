@@ -123,7 +123,8 @@ class Worker:
     ``lease``, ``poll`` (seconds), ``backoff_base``, ``backoff_cap``, ``max_attempts``;
     ``listen=False`` turns ``LISTEN`` off (polling only). ``handle_signals`` (default:
     when running in the main thread) installs the SIGTERM/SIGINT handlers for the
-    duration of :meth:`run`. Use :meth:`stop` to stop a worker from another thread.
+    duration of :meth:`run` (they only work there). Use :meth:`stop` to stop a worker
+    from another thread.
     """
 
     def __init__(
@@ -161,8 +162,9 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         """The worker's id, written to ``claimed_by``."""
         self.listen = listen and self.engine.dialect.name == "postgresql"
-        self.handle_signals = (threading.current_thread() is threading.main_thread()
-                               if handle_signals is None else handle_signals)
+        self.handle_signals = handle_signals
+        """Install SIGTERM/SIGINT handlers in :meth:`run`; ``None``: if it runs in the
+        main thread."""
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._wake: tuple[socket.socket, socket.socket] | None = None
@@ -189,7 +191,10 @@ class Worker:
     def run(self, *, once: bool = False) -> WorkerStats:
         """Deliver until stopped (or, with ``once``, until nothing is due); the counts."""
         self._check_tables()
-        restore = self._install_signal_handlers() if self.handle_signals else None
+        handle = self.handle_signals
+        if handle is None:
+            handle = threading.current_thread() is threading.main_thread()
+        restore = self._install_signal_handlers() if handle else None
         listener: _Listener | None = None
         if self.listen and not once:
             # lets stop() (a signal handler, another thread) interrupt a select()
