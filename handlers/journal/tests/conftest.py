@@ -18,6 +18,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import signalbus
+import signalbus.outbox
 import signalbus.sqlite
 from signalbus import Event
 from signalbus.events import normalise_payload
@@ -94,6 +95,8 @@ def build_host(database_url: str, tmp_path: Path, **config: Any) -> Host:
     app.config["SIGNALBUS_PLUGINS_STRICT"] = True
     app.config["SIGNALBUS_JOURNAL_DIR"] = str(tmp_path / "journal")
     app.config.update(config)
+    if app.config.get("SIGNALBUS_DELIVERY") == "outbox":
+        signalbus.outbox.include_in(db.metadata)
     db.init_app(app)
     with app.app_context():
         signalbus.sqlite.configure(db.engine)

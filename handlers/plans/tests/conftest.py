@@ -14,6 +14,7 @@ from sqlalchemy import String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import signalbus
+import signalbus.outbox
 import signalbus.sqlite
 
 PLANS = {
@@ -101,6 +102,8 @@ def build_host(database_url: str, **config: Any) -> Host:
     app.config["SIGNALBUS_PLUGINS_STRICT"] = True
     app.config["SIGNALBUS_PLANS"] = PLANS
     app.config.update(config)
+    if app.config.get("SIGNALBUS_DELIVERY") == "outbox":
+        signalbus.outbox.include_in(db.metadata)
     db.init_app(app)
     with app.app_context():
         signalbus.sqlite.configure(db.engine)
