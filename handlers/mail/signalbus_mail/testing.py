@@ -10,7 +10,8 @@ for one test. Point an app at it with ``smtp_server.configure(app)`` (before
   CRLF line ends turned into ``\n`` as a mailbox stores them;
 * ``smtp_server.envelopes``: the SMTP envelopes (``mail_from``, ``rcpt_tos``, ``message``);
 * ``smtp_server.refuse(address, reply)``: answer ``RCPT TO`` for that address with
-  ``reply`` (``"550 5.1.1 ..."`` for a permanent, ``"450 ..."`` for a temporary refusal).
+  ``reply`` (``"550 5.1.1 ..."`` for a permanent, ``"450 ..."`` for a temporary refusal);
+  ``smtp_server.accept(address)`` takes that back.
 
 This module imports nothing heavy: aiosmtpd is imported when the fixture starts.
 """
@@ -117,6 +118,10 @@ class SMTPServer:
     def refuse(self, address: str, reply: str = "550 5.1.1 Mailbox unavailable") -> None:
         """Answer ``RCPT TO:<address>`` with ``reply`` from now on."""
         self._refusals[address.lower()] = reply
+
+    def accept(self, address: str) -> None:
+        """Accept ``address`` again after :meth:`refuse`."""
+        self._refusals.pop(address.lower(), None)
 
     def clear(self) -> None:
         """Forget the messages received so far."""

@@ -18,6 +18,7 @@ from signalbus_mail.testing import SMTPServer
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import signalbus
+import signalbus.outbox
 import signalbus.sqlite
 from signalbus.events import normalise_payload
 
@@ -102,6 +103,8 @@ def make_host(app_root: Path, smtp_server: SMTPServer) -> Callable[..., Host]:
         with app.app_context():
             signalbus.sqlite.configure(db.engine)
             db.create_all()
+            if app.config.get("SIGNALBUS_DELIVERY") == "outbox":
+                signalbus.outbox.create_all(db.engine)
         signalbus.bind(User, "insert", "user_registered", fields=bind_fields)
         signalbus.signal("issue_raised")
         bus = signalbus.SignalBus()

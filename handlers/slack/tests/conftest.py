@@ -18,6 +18,7 @@ from signalbus_slack.testing import SlackWebhook
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import signalbus
+import signalbus.outbox
 import signalbus.sqlite
 from signalbus.events import normalise_payload
 
@@ -90,6 +91,8 @@ def make_host(tmp_path: Path, slack_webhook: SlackWebhook) -> Callable[..., Host
         with app.app_context():
             signalbus.sqlite.configure(db.engine)
             db.create_all()
+            if app.config.get("SIGNALBUS_DELIVERY") == "outbox":
+                signalbus.outbox.create_all(db.engine)
         signalbus.bind(User, "insert", "user_registered")
         signalbus.signal("issue_raised")
         bus = signalbus.SignalBus()
