@@ -166,7 +166,7 @@ def parse_rules(rules: Mapping[str, Any], config: Mapping[str, Any]) -> list[Rul
             cc=_recipients(name, "cc", spec["cc"], config) if spec.get("cc") else None,
             bcc=_recipients(name, "bcc", spec["bcc"], config) if spec.get("bcc") else None,
             name_field=spec.get("name"),
-            sender=tuple(sender) if isinstance(sender, list | tuple) else sender,  # type: ignore[arg-type]
+            sender=tuple(sender) if isinstance(sender, list | tuple) else sender,
             headers=tuple((str(k), str(v)) for k, v in headers.items()),
         ))
     return out
