@@ -29,7 +29,7 @@ from .context import Context
 from .databases import Database, open_database, postgres_url
 from .report import Row, environment, load_average, render, table
 from .runner import Interleaved, Ratio, run_interleaved
-from .workloads import Workload, signalbus_bindings, sqlalchemy_workloads
+from .workloads import Workload, outbox_available, signalbus_bindings, sqlalchemy_workloads
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 MEMORY_TARGET = 1.5
@@ -64,13 +64,15 @@ def sqlalchemy_section(db: Database, ctx: Context) -> list[Row]:
             continue
         r = result.ratio(w.key, w.floor)
         verdict, note = "", ""
-        if w.target is not None:
+        if w.target is not None and db.kind in w.target_on:
             verdict = _verdict(r.median, w.target)
         if w.key == "unbound":
             verdict = "met" if abs(r.median - 1) <= band else "missed"
             note = f"noise band of this run (A/A): ±{band:.3f}"
         if w.kind == "update":
             note = "100 rows loaded by key range, email changed, committed"
+        if w.key == "signalbus-outbox":
+            note = "events + deliveries rows (one executemany each) and NOTIFY on PostgreSQL"
         rows.append(Row(db.name, w.label, by_key[w.floor].key, r.median, r.low, r.high,
                         target=w.target_text, verdict=verdict, note=note))
     return rows
@@ -90,12 +92,13 @@ def _subprocess_json(module: str, args: Sequence[str]) -> dict[str, Any]:
 
 
 def memory_section(db: Database, ctx: Context, tracemalloc: bool) -> list[Row]:
-    """Peak memory of one large transaction: signalbus inline against the floor."""
+    """Peak memory of one large transaction: signalbus inline (and outbox) vs the floor."""
     measures = ["tracemalloc", "rss"] if tracemalloc else ["rss"]
+    configs = ["floor", "signalbus", *(["outbox"] if outbox_available() else [])]
     url = db.scratch_url
     peaks: dict[tuple[str, str], int] = {}
     for how in measures:
-        for config in ("floor", "signalbus"):
+        for config in configs:
             ctx.progress(f"{db.name}: peak memory of one {ctx.memory_rows}-row transaction, "
                          f"{config}, {how} (fresh process)")
             args = ["--db", db.kind, "--url", url, "--config", config,
@@ -104,17 +107,22 @@ def memory_section(db: Database, ctx: Context, tracemalloc: bool) -> list[Row]:
                 args += ["--schema", db.schema]
             peaks[how, config] = int(_subprocess_json("benchmarks.memory", args)["peak_bytes"])
     rows = []
-    for how in measures:
-        floor, sb = peaks[how, "floor"], peaks[how, "signalbus"]
-        ratio = sb / floor
-        what = ("Python heap peak (tracemalloc)" if how == "tracemalloc"
-                else "growth of peak RSS (ru_maxrss)")
-        rows.append(Row(
-            db.name, f"signalbus inline: peak memory, one {ctx.memory_rows:,}-row transaction",
-            "floor", ratio, ratio, ratio, target="≤ 1.5×",
-            verdict=_verdict(ratio, MEMORY_TARGET),
-            note=f"{what}: {sb / 1e6:.0f} MB vs {floor / 1e6:.0f} MB; one measurement each",
-        ))
+    for config in configs[1:]:
+        for how in measures:
+            floor, sb = peaks[how, "floor"], peaks[how, config]
+            ratio = sb / floor
+            what = ("Python heap peak (tracemalloc)" if how == "tracemalloc"
+                    else "growth of peak RSS (ru_maxrss)")
+            mode = "inline" if config == "signalbus" else "outbox"
+            # the target is judged on the exact measure when there is one
+            judged = how == measures[0]
+            rows.append(Row(
+                db.name, f"signalbus {mode}: peak memory, one {ctx.memory_rows:,}-row "
+                "transaction", "floor", ratio, ratio, ratio,
+                target="≤ 1.5×" if judged else "",
+                verdict=_verdict(ratio, MEMORY_TARGET) if judged else "",
+                note=f"{what}: {sb / 1e6:.0f} MB vs {floor / 1e6:.0f} MB; one measurement",
+            ))
     return rows
 
 
@@ -145,19 +153,18 @@ def django_section(ctx: Context) -> tuple[list[Row], str]:
 
 
 def outbox_section(ctx: Context) -> list[Row]:
-    """The outbox rows: measured by ``benchmarks.outbox_worker`` when it exists.
+    """The outbox rows not measured with the others: the worker's delivery rate and
+    latency, measured by ``benchmarks.outbox_worker`` when it exists.
 
     Until then each is reported as not measured, with the reason (never a number).
     """
     rows: list[Row] = []
-    if importlib.util.find_spec("signalbus.outbox") is None:
+    if not outbox_available():
         reason = "not measured: signalbus.outbox is not in this checkout"
-    else:
-        reason = "not measured: no outbox write configuration in benchmarks/workloads.py yet"
-    rows.append(Row("SQLite, PostgreSQL", "signalbus outbox: write cost in the transaction",
-                    "floor", target="≤ 1.20× (PostgreSQL)", note=reason))
-    rows.append(Row("SQLite, PostgreSQL", "signalbus outbox: peak memory, one large "
-                    "transaction", "floor", target="≤ 1.5×", note=reason))
+        rows.append(Row("SQLite, PostgreSQL", "signalbus outbox: write cost in the "
+                        "transaction", "floor", target="≤ 1.20× (PostgreSQL)", note=reason))
+        rows.append(Row("SQLite, PostgreSQL", "signalbus outbox: peak memory, one large "
+                        "transaction", "floor", target="≤ 1.5×", note=reason))
     if importlib.util.find_spec("benchmarks.outbox_worker") is None:
         missing = "not measured: benchmarks/outbox_worker.py is not in this checkout"
         rows.append(Row("PostgreSQL", "one worker's delivery rate, 3 no-op receivers",

@@ -99,6 +99,12 @@ class SignalbusUser(UserColumns, Base):
     __tablename__ = "bench_signalbus_user"
 
 
+class OutboxUser(UserColumns, Base):
+    """Bound by signalbus with ``SIGNALBUS_DELIVERY="outbox"``: events are stored."""
+
+    __tablename__ = "bench_outbox_user"
+
+
 class UnboundUser(UserColumns, Base):
     """Written through a signalbus-attached session, but no binding covers it."""
 
@@ -119,8 +125,8 @@ class UpdateSignalbusUser(UserColumns, Base):
 
 MODELS: dict[str, type[UserColumns]] = {
     cls.__tablename__: cls
-    for cls in (FloorUser, FloorCopyUser, DriverFloorUser, TutorialUser, SignalbusUser, UnboundUser,
-                UpdateFloorUser, UpdateSignalbusUser)
+    for cls in (FloorUser, FloorCopyUser, DriverFloorUser, TutorialUser, SignalbusUser,
+                OutboxUser, UnboundUser, UpdateFloorUser, UpdateSignalbusUser)
 }
 """Every benchmark model by table name."""
 

@@ -1,11 +1,12 @@
 """Peak memory of one large transaction, in a fresh process per configuration.
 
 ``python -m benchmarks.memory --db sqlite|postgresql --url URL [--schema S]
---config floor|signalbus --rows 100000 --measure tracemalloc|rss`` creates its table,
+--config floor|signalbus|outbox --rows 100000 --measure tracemalloc|rss`` creates its table,
 runs one warm-up transaction of 100 rows (so that compiled-statement caches and
-signalbus's plans exist in both configurations), then measures one transaction of
+signalbus's plans exist in every configuration), then measures one transaction of
 ``--rows`` inserts: building the objects, ``add_all``, the commit, and for signalbus the
-inline delivery to 3 no-op receivers. It prints one JSON object.
+inline delivery to 3 no-op receivers (``signalbus``) or the outbox rows written inside
+the transaction (``outbox``). It prints one JSON object.
 
 Two measures, each in its own process because tracemalloc's bookkeeping would inflate
 the resident size:
@@ -15,7 +16,7 @@ the resident size:
 * ``rss``: how much the process's peak resident set size (``ru_maxrss``) grew during the
   transaction (coarser: it includes allocator slack, but it is what the OS sees).
 
-Both configurations hold the list of their objects until the commit returns, as code
+Every configuration holds the list of their objects until the commit returns, as code
 that builds rows in a loop does.
 """
 
@@ -31,11 +32,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from .databases import FloorUser, SignalbusUser, make_engine, row_values
+from .databases import FloorUser, OutboxUser, SignalbusUser, make_engine, row_values
 
 __all__ = ["CONFIGS", "main"]
 
-CONFIGS = {"floor": FloorUser, "signalbus": SignalbusUser}
+CONFIGS = {"floor": FloorUser, "signalbus": SignalbusUser, "outbox": OutboxUser}
 """The configurations this module can measure, by name."""
 
 
@@ -62,10 +63,10 @@ def measure(kind: str, url: str, schema: str | None, config: str, rows: int,
     model.__table__.drop(engine, checkfirst=True)  # type: ignore[attr-defined]
     model.__table__.create(engine)  # type: ignore[attr-defined]
     factory = sessionmaker(engine)
-    if config == "signalbus":
+    if config != "floor":
         from .workloads import attach_signalbus
 
-        attach_signalbus(factory)
+        attach_signalbus(factory, "inline" if config == "signalbus" else "outbox")
     _transaction(factory, model, 0, 100)
     gc.collect()
     out: dict[str, Any] = {"config": config, "rows": rows, "measure": how}

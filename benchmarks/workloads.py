@@ -14,6 +14,7 @@ need no change.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from .databases import (
     DriverFloorUser,
     FloorCopyUser,
     FloorUser,
+    OutboxUser,
     SignalbusUser,
     TutorialUser,
     UnboundUser,
@@ -41,6 +43,12 @@ __all__ = ["Workload", "declare_signalbus", "sqlalchemy_workloads"]
 
 INSERT_SIGNAL = "bench_user_registered"
 UPDATE_SIGNAL = "bench_user_email_changed"
+OUTBOX_SIGNAL = "bench_user_registered_outbox"
+
+
+def outbox_available() -> bool:
+    """Whether this checkout has the outbox delivery mode (``signalbus.outbox``)."""
+    return importlib.util.find_spec("signalbus.outbox") is not None
 
 
 def _noop_1(sender: Any, **kwargs: Any) -> None:
@@ -89,16 +97,28 @@ def declare_signalbus() -> None:
     signalbus.bind(SignalbusUser, "insert", INSERT_SIGNAL)
     signalbus.bind(UpdateSignalbusUser, "update", UPDATE_SIGNAL,
                    when=signalbus.changed("email"))
-    for name in (INSERT_SIGNAL, UPDATE_SIGNAL):
+    names = [INSERT_SIGNAL, UPDATE_SIGNAL]
+    if outbox_available():
+        signalbus.bind(OutboxUser, "insert", OUTBOX_SIGNAL)
+        names.append(OUTBOX_SIGNAL)
+    for name in names:
         for fn in NOOP_RECEIVERS:
             signalbus.receiver(name)(fn)
     _declared = True
 
 
-def attach_signalbus(factory: sessionmaker[Session]) -> None:
-    """Attach a fresh bus (inline delivery, no plugins) to ``factory``."""
+def attach_signalbus(factory: sessionmaker[Session], delivery: str = "inline") -> None:
+    """Attach a fresh bus (``delivery`` mode, no plugins) to ``factory``.
+
+    For the outbox, also create its tables in the factory's database if missing.
+    """
     declare_signalbus()
-    signalbus.SignalBus().attach(factory, plugins=False)
+    signalbus.SignalBus().attach(factory, config={"SIGNALBUS_DELIVERY": delivery},
+                                 plugins=False)
+    if delivery == "outbox":
+        from signalbus import outbox
+
+        outbox.create_all(factory.kw["bind"])
 
 
 def signalbus_bindings() -> int:
@@ -122,6 +142,8 @@ class Workload:
     target: float | None = None
     """Ratio the issue asks for at most (reported, never enforced)."""
     target_text: str = ""
+    target_on: tuple[str, ...] = ("sqlite", "postgresql")
+    """The databases (dialect names) the target is set for."""
     model: type[Any]
 
     def __init__(self, db: Database, batch_size: int, factory: sessionmaker[Session]) -> None:
@@ -184,6 +206,27 @@ class SignalbusInline(Workload):
     model = SignalbusUser
 
 
+class SignalbusOutbox(Workload):
+    """The outbox's write cost: events and deliveries rows stored in the transaction."""
+
+    key = "signalbus-outbox"
+    label = "signalbus outbox: 1 insert binding, 3 receivers; write cost in the transaction"
+    floor = "floor"
+    target = 1.20
+    target_text = "≤ 1.20× (PostgreSQL)"
+    target_on = ("postgresql",)
+    model = OutboxUser
+
+    def prepare(self, repeat: int, rows: int) -> None:
+        """Empty the model's table and the outbox tables (untimed)."""
+        from signalbus import outbox
+
+        super().prepare(repeat, rows)
+        with self.engine.begin() as conn:
+            conn.execute(outbox.deliveries.delete())
+            conn.execute(outbox.events.delete())
+
+
 class Unbound(Workload):
     key = "unbound"
     label = "signalbus attached, model without a binding"
@@ -238,12 +281,17 @@ def sqlalchemy_workloads(db: Database, batch_size: int) -> list[Workload]:
     """Every SQLAlchemy configuration for ``db``, floors first.
 
     The floor, tutorial and update-floor configurations use a plain ``sessionmaker``;
-    the signalbus ones (and the unbound model) one that a fresh bus is attached to. All
-    of them share ``db.engine``; the driver-default floor (SQLite only) has its own.
+    the signalbus inline ones (and the unbound model) one that a fresh bus is attached
+    to; the outbox (when this checkout has it) one attached to a bus in outbox mode.
+    All of them share ``db.engine``; the driver-default floor (SQLite only) has its own.
     """
     plain = sessionmaker(db.engine)
     attached = sessionmaker(db.engine)
     attach_signalbus(attached)
+    outbox = outbox_available()
+    if outbox:
+        stored = sessionmaker(db.engine)
+        attach_signalbus(stored, "outbox")
     make: Callable[[type[Workload], sessionmaker[Session]], Workload] = functools.partial(
         _make, db, batch_size)
     out = [
@@ -255,6 +303,8 @@ def sqlalchemy_workloads(db: Database, batch_size: int) -> list[Workload]:
         make(Unbound, attached),
         make(SignalbusUpdate, attached),
     ]
+    if outbox:
+        out.append(make(SignalbusOutbox, stored))
     if db.driver_engine is not None:
         out.append(make(DriverFloor, sessionmaker(db.driver_engine)))
     return out
