@@ -8,6 +8,7 @@ from flask import Flask, abort, jsonify, request
 
 import signalbus
 
+from . import signals  # noqa: F401  (the declarations: bind() at import)
 from .models import User, db
 
 PLANS = {
@@ -30,8 +31,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         signalbus.sqlite.configure(db.engine)
-    from . import signals  # noqa: F401  (the declarations)
-
     signalbus.SignalBus().init_app(app, db=db)
 
     @app.cli.command("init-db")

@@ -11,6 +11,7 @@ from flask import Flask, abort, g, jsonify, request
 
 import signalbus
 
+from . import signals  # noqa: F401  (the declarations: bind() at import)
 from .models import Contact, db
 
 
@@ -25,8 +26,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         signalbus.sqlite.configure(db.engine)
-    from . import signals  # noqa: F401  (the declarations)
-
     signalbus.SignalBus().init_app(app, db=db)
 
     @app.before_request
