@@ -97,14 +97,11 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture(autouse=True)
 def _isolate_signalbus() -> Generator[None, None, None]:
-    """Undo the bindings, declarations and receivers a test added."""
+    """Undo the bindings and receivers a test added (declarations stay: they are harmless)."""
     saved_bindings = registry.snapshot()
-    saved_declared = set(signals._declared)
     saved_receivers = {name: dict(sig.receivers) for name, sig in signals._signals.items()}
     yield
     registry.restore(saved_bindings)
-    signals._declared.clear()
-    signals._declared.update(saved_declared)
     for name, sig in list(signals._signals.items()):
         before = saved_receivers.get(name, {})
         for receiver_id, ref in list(sig.receivers.items()):

@@ -53,6 +53,14 @@ DEFAULTS: dict[str, Any] = {
 }
 """Every setting a bus reads, with its default (backends may add their own)."""
 
+RUNTIME_KEY = "signalbus.runtime"
+"""Where a Flask app keeps its :class:`Runtime` (per-app state lives with the app, as
+Flask-SQLAlchemy's does; a dictionary on the bus would keep every app of a test suite
+alive through the receivers' references to it)."""
+
+ALL_SIGNALS = "*"
+"""The key under which receivers of every signal are listed."""
+
 BACKENDS: dict[str, str] = {
     "inline": "signalbus.delivery:Inline",
     "outbox": "signalbus.outbox:Outbox",
@@ -178,28 +186,47 @@ class Runtime:
                 "across restarts. Define it at module level, or give it one with name=..."
             )
 
-    def receivers_for(self, signal: str, sender: Any) -> list[Receiver]:
-        """Import-time receivers (in connection order), then this runtime's, in order."""
+    def connect_all(self, fn: Callable[..., Any], *, name: str | None = None,
+                    plugin: str | None = None) -> None:
+        """Connect ``fn`` to every committed event of this runtime, whatever its signal.
+
+        It runs after the receivers of the event's own signal. ``phase="flush"`` events
+        do not reach it: they are not committed.
+        """
+        rec = Receiver(fn, name or signals.default_name(fn), ALL_SIGNALS, None, plugin)
+        if self.backend.name != "inline":
+            self._check_stable(rec)
+        self._receivers.setdefault(ALL_SIGNALS, []).append(rec)
+
+    def receivers_for(self, signal: str, sender: Any, *, flush: bool = False) -> list[Receiver]:
+        """Import-time receivers (in connection order), then this runtime's, in order,
+        then those connected to every signal (not for ``flush`` phase events)."""
         out = list(signals.global_receivers(signals._get(signal), sender))
         for rec in self._receivers.get(signal, ()):
             if rec.sender is None or rec.sender is sender:
                 out.append(rec)
+        if not flush:
+            out.extend(self._receivers.get(ALL_SIGNALS, ()))
         return out
 
     def receivers(self) -> dict[str, list[Receiver]]:
         """Every receiver by signal name (for ``flask signalbus list``)."""
         out: dict[str, list[Receiver]] = {}
-        for name in sorted(set(signals._signals) | set(self._receivers)):
+        for name in sorted(set(signals._signals) | set(self._receivers) - {ALL_SIGNALS}):
             sig = signals._get(name)
             recs = [Receiver(fn, signals.receiver_name(fn), name) for fn in _all_receivers(sig)]
             recs.extend(self._receivers.get(name, ()))
             if recs:
                 out[name] = recs
+        if self._receivers.get(ALL_SIGNALS):
+            out[ALL_SIGNALS] = list(self._receivers[ALL_SIGNALS])
         return out
 
     def find_receiver(self, signal: str, name: str) -> Receiver | None:
         """The receiver of ``signal`` with durable name ``name`` (the outbox's lookup)."""
-        for rec in self.receivers().get(signal, ()):
+        listing = self.receivers()
+        candidates: list[Receiver] = [*listing.get(signal, ()), *listing.get(ALL_SIGNALS, ())]
+        for rec in candidates:
             if rec.name == name:
                 return rec
         return None
@@ -214,7 +241,7 @@ class Runtime:
 
     def run_flush_phase(self, sender: type[Any], event: Event) -> None:
         # inside the flush: exceptions propagate and abort it, as Django's pre_save does
-        for rec in self.receivers_for(event.signal, sender):
+        for rec in self.receivers_for(event.signal, sender, flush=True):
             rec.fn(sender, event=event)
 
     def deliver(self, sender: Any, event: Event) -> list[tuple[Receiver, BaseException]]:
@@ -257,7 +284,7 @@ class Runtime:
                             distribution=rec.distribution,
                         )
         for name, recs in self._receivers.items():
-            if signals.is_declared(name):
+            if name == ALL_SIGNALS or signals.is_declared(name):
                 continue
             plugins = sorted({r.plugin or "?" for r in recs})
             try:
@@ -317,6 +344,9 @@ def make_event(signal: str | blinker.NamedSignal, data: Mapping[str, Any]) -> Ev
 class SignalBus:
     """The signalbus extension.
 
+    ``app.extensions["signalbus"]`` is the bus; the app's own state (settings, plugin
+    receivers, delivery) is its :class:`Runtime`, from :meth:`runtime`.
+
     Flask::
 
         bus = SignalBus()            # or signalbus.bus, the default one
@@ -330,7 +360,6 @@ class SignalBus:
 
     def __init__(self, app: Any = None, *, db: Any = None) -> None:
         self.db = db
-        self._apps: weakref.WeakKeyDictionary[Any, Runtime] = weakref.WeakKeyDictionary()
         self._plain: Runtime | None = None
         self._lock = threading.Lock()
         if app is not None:
@@ -395,12 +424,9 @@ class SignalBus:
 
             app = current_app_or_none()
         if app is not None:
-            rt = self._apps.get(app)
-            if rt is not None:
+            rt = app.extensions.get(RUNTIME_KEY)
+            if isinstance(rt, Runtime):
                 return rt
-            ext = app.extensions.get("signalbus")
-            if isinstance(ext, SignalBus) and ext is not self:
-                return ext.runtime(app)
         if self._plain is not None:
             return self._plain
         raise ConfigurationError(

@@ -70,7 +70,8 @@ def list_command(as_json: bool) -> None:
     click.echo(f"delivery: {listing['delivery']}")
     click.echo("signals:")
     for sig in listing["signals"]:
-        click.echo(f"  {sig['name']}")
+        label = " (every signal)" if sig["name"] == "*" else ""
+        click.echo(f"  {sig['name']}{label}")
         for b in sig["bindings"]:
             click.echo(f"    bound by   {b}")
         for r in sig["receivers"]:

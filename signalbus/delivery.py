@@ -38,7 +38,8 @@ class Target(Protocol):
 
     max_depth: int
 
-    def receivers_for(self, signal: str, sender: Any) -> Sequence[Receiver]: ...
+    def receivers_for(self, signal: str, sender: Any, *, flush: bool = False
+                      ) -> Sequence[Receiver]: ...
 
 
 class ReceiverCycle(SignalBusError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import capture
-from .bus import DEFAULTS, Runtime
+from .bus import DEFAULTS, RUNTIME_KEY, Runtime
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -35,14 +35,12 @@ def _resolve_current_app(session: Session) -> Runtime | None:
     app = current_app_or_none()
     if app is None:
         return None
-    ext = app.extensions.get("signalbus")
-    if ext is None:
-        return None
-    return ext._apps.get(app)  # type: ignore[no-any-return]
+    runtime = app.extensions.get(RUNTIME_KEY)
+    return runtime if isinstance(runtime, Runtime) else None
 
 
 def init_app(bus: SignalBus, app: Any, db: Any) -> None:
-    if "signalbus" in app.extensions:
+    if "signalbus" in app.extensions or RUNTIME_KEY in app.extensions:
         raise RuntimeError(
             "A 'SignalBus' instance has already been registered on this Flask app. Import "
             "and use that instance instead."
@@ -52,13 +50,13 @@ def init_app(bus: SignalBus, app: Any, db: Any) -> None:
     factory = db.session if db is not None else None
     runtime = Runtime(bus, app.config, app=app, db=db, session_factory=factory)
     app.extensions["signalbus"] = bus
-    bus._apps[app] = runtime
+    app.extensions[RUNTIME_KEY] = runtime
     try:
         runtime.load_plugins()
     except BaseException:
         # a failed init leaves the app as it was, so the error can be fixed and retried
         del app.extensions["signalbus"]
-        del bus._apps[app]
+        del app.extensions[RUNTIME_KEY]
         raise
     if db is not None:
         with app.app_context():

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import blinker
 
-from .errors import PluginError
+from .errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:
     from .bus import Runtime
@@ -93,6 +93,32 @@ class PluginBus:
         """
         self._runtime.connect(signal, fn, sender=sender, name=name, plugin=self._record.name)
         return fn
+
+    def connect_all(self, fn: F, *, name: str | None = None) -> F:
+        """Connect ``fn`` to every committed event of this app, whatever its signal.
+
+        For plugins that record everything (a journal, an audit trail); it runs after
+        the receivers of the event's own signal and never sees ``phase="flush"`` events.
+        """
+        self._runtime.connect_all(fn, name=name, plugin=self._record.name)
+        return fn
+
+    def new_session(self) -> Any:
+        """A new session on the host's database, for a receiver that writes.
+
+        Write through it, not through the session that just committed: receivers run
+        while that session is still finishing its commit (inside ``with
+        session.begin():`` it cannot be used at all). It is wired to the bus like the
+        host's sessions, so events of what it commits are delivered too. Close it.
+        """
+        factory = self._runtime.session_factory
+        if factory is None:
+            raise ConfigurationError(
+                f"plugin {self.name!r} needs a session factory: pass db= to init_app, or "
+                "attach a sessionmaker (not a single Session) to the bus."
+            )
+        inner = getattr(factory, "session_factory", None)  # a scoped_session's factory
+        return (inner or factory)()
 
     def receiver(
         self, signal: str | blinker.NamedSignal, *, sender: Any = None, name: str | None = None

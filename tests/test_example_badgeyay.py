@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import signalbus_plans
 from sqlalchemy import select
 
-import signalbus_plans
 from examples.badgeyay import User, create_app, db, init_db
 
 

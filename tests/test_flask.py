@@ -176,3 +176,20 @@ def test_sqlite_without_real_transactions_warns_once(tmp_path):
             from signalbus.sqlite import check_engine
 
             check_engine(plain.engine)  # once per engine
+
+
+def test_an_app_is_not_kept_alive_by_the_bus(tmp_path):
+    import gc
+    import weakref
+
+    bus = SignalBus()
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'gc.sqlite'}",
+                      SIGNALBUS_PLUGINS=[])
+    bus.init_app(app)
+    bus.runtime(app).connect("account_opened", lambda sender, event, **kw: app.name,
+                             name="tests.closure", plugin="test")
+    ref = weakref.ref(app)
+    del app
+    gc.collect()
+    assert ref() is None

@@ -1,12 +1,10 @@
 """The ``journal`` entry point: which signals to journal, and where.
 
-A receiver is connected per signal name, so "every signal" means every signal
-*declared when the plugin is set up* (``init_app``/``attach``): the host's bindings and
-``signalbus.signal(...)`` calls made before that, plus the signals the other enabled
-plugins declare when their module is imported (the journal imports those modules first,
-so that, e.g., ``plan_subscribed`` of signalbus-plans is journaled though ``journal``
-loads before ``plans``). A signal declared later is not journaled; name it in
-``SIGNALBUS_JOURNAL_SIGNALS`` to journal it anyway.
+By default the journal is connected with ``bus.connect_all``: it receives every
+committed event of the app, whatever its signal and whenever that signal was declared
+(the host's bindings, ``plan_subscribed`` of signalbus-plans, …), and never the
+uncommitted ``phase="flush"`` events. ``SIGNALBUS_JOURNAL_SIGNALS`` narrows it to a list
+of signals; ``SIGNALBUS_JOURNAL_EXCLUDE`` leaves some out.
 """
 
 from __future__ import annotations
@@ -18,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import signalbus
-from signalbus import signals
-from signalbus.plugins import PluginBus, discover
+from signalbus import Event
+from signalbus.plugins import PluginBus
 
 from .journal import Journal
 
@@ -93,24 +91,6 @@ class Settings:
         )
 
 
-def _import_other_plugins(bus: PluginBus) -> None:
-    """Import the modules of the other enabled plugins, so their signals are declared."""
-    config = bus.config
-    only = config.get("SIGNALBUS_PLUGINS")
-    if isinstance(only, str):
-        only = [p.strip() for p in only.split(",")]
-    disabled = config.get("SIGNALBUS_DISABLED_PLUGINS") or ()
-    if isinstance(disabled, str):
-        disabled = [p.strip() for p in disabled.split(",")]
-    for name, eps in discover().items():
-        if name == bus.name or name in disabled or (only is not None and name not in only):
-            continue
-        try:
-            eps[0].load()  # an import: the loader imports it again (cached) in its turn
-        except Exception:  # noqa: S110 - the loader reports this plugin's failure itself
-            continue
-
-
 def setup(bus: PluginBus) -> None:
     """Entry point of the ``journal`` plugin: connect the journal to the chosen signals.
 
@@ -127,13 +107,20 @@ def setup(bus: PluginBus) -> None:
     if bus.app is not None:
         bus.app.extensions[EXTENSION] = journal
     if settings.signals is None:
-        _import_other_plugins(bus)
-        chosen = signals.declared()
+        exclude = settings.exclude
+
+        def journal_all(sender: Any, event: Event, **kwargs: Any) -> None:
+            if event.signal not in exclude:
+                journal(sender, event=event)
+
+        # every committed event of this app, whatever signal it belongs to and whenever
+        # that signal was declared (never the uncommitted phase="flush" events)
+        bus.connect_all(journal_all, name=RECEIVER_NAME)
+        chosen: list[str] = []
     else:
-        chosen = list(settings.signals)
-    chosen = [name for name in chosen if name not in settings.exclude]
-    for name in chosen:
-        bus.connect(name, journal, name=RECEIVER_NAME)
-    which = "every signal declared at start-up" if settings.signals is None else "listed signals"
+        chosen = [name for name in settings.signals if name not in settings.exclude]
+        for name in chosen:
+            bus.connect(name, journal, name=RECEIVER_NAME)
+    which = "every signal" if settings.signals is None else f"listed signals: {len(chosen)}"
     excluded = f" except {', '.join(sorted(settings.exclude))}" if settings.exclude else ""
-    bus.describe(f"journal: {settings.directory} ({which}{excluded}: {len(chosen)})")
+    bus.describe(f"journal: {settings.directory} ({which}{excluded})")

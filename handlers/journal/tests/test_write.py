@@ -98,7 +98,9 @@ def test_flask_signalbus_list_shows_the_journal(host):
     result = host.app.test_cli_runner().invoke(cli, ["list"])
     assert result.exit_code == 0, result.output
     assert "journal [signalbus-journal]  loaded" in result.output
-    assert f"journal: {host.directory} (every signal declared at start-up: " in result.output
+    assert f"journal: {host.directory} (every signal)" in result.output
+    assert "  * (every signal)\n    receiver   signalbus_journal:append  (plugin journal)" \
+        in result.output
     assert "receiver   signalbus_journal:append  (plugin journal)" in result.output
 
 
