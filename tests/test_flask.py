@@ -187,7 +187,11 @@ def test_an_app_is_not_kept_alive_by_the_bus(tmp_path):
     app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'gc.sqlite'}",
                       SIGNALBUS_PLUGINS=[])
     bus.init_app(app)
-    bus.runtime(app).connect("account_opened", lambda sender, event, **kw: app.name,
+
+    def receiver_closing_over(app):  # plugins' receivers often hold their app
+        return lambda sender, event, **kw: app.name
+
+    bus.runtime(app).connect("account_opened", receiver_closing_over(app),
                              name="tests.closure", plugin="test")
     ref = weakref.ref(app)
     del app
