@@ -158,6 +158,7 @@ def test_default_bus_and_module_level_init_app(database_url):
     finally:
         with app.app_context():
             db.drop_all()
+            db.engine.dispose()
 
 
 def test_sqlite_without_real_transactions_warns_once(tmp_path):
