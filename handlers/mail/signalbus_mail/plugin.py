@@ -27,7 +27,7 @@ from typing import Any
 from flask import Blueprint
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 
-from signalbus import ConfigurationError
+from signalbus import ConfigurationError, signals
 from signalbus.plugins import PluginBus
 
 from .rules import DEFAULT_RULES, GROUPS, Rule, parse_rules
@@ -120,6 +120,9 @@ def setup(bus: PluginBus) -> None:
     active: list[Rule] = []
     for rule in rules:
         reason = _skip_reason(rule, app, default_sender)
+        if reason is None and not explicit and not signals.is_declared(rule.signal):
+            # a default rule for a signal this app never sends (no bind() or signal())
+            reason = f"signal {rule.signal!r} is not declared by the app"
         if reason is None:
             active.append(rule)
         elif explicit:

@@ -191,3 +191,31 @@ def test_mail_suppress_send_sends_nothing_but_flask_mail_records_it(
     assert smtp_server.messages == []
     assert [m.recipients for m in seen] == [[("", "ada@example.com")]]
 
+
+
+def test_a_default_rule_for_an_undeclared_signal_is_skipped(smtp_server, monkeypatch):
+    """A host that never sends a default rule's signal gets no receiver (nor warning) for it."""
+    import uuid
+
+    import signalbus_mail.plugin
+    from flask import Flask
+
+    from signalbus import SignalBus, signals
+
+    name = f"never_sent_{uuid.uuid4().hex[:8]}"  # undeclared in this process
+    rules = {"user_registered": {"to": "email", "template": "welcome"},
+             name: {"to": "@admins", "template": "issue_raised"}}
+    monkeypatch.setitem(signalbus_mail.plugin.CONFIG_DEFAULTS, "SIGNALBUS_MAIL_RULES", rules)
+    signalbus.signal("user_registered")
+    app = Flask(__name__)
+    app.config.update(smtp_server.config, MAIL_DEFAULT_SENDER="a@example.com",
+                      SIGNALBUS_PLUGINS=["mail"], SIGNALBUS_MAIL_ADMINS=["x@example.com"])
+    bus = SignalBus()
+    bus.init_app(app)
+    assert not signals.is_declared(name)
+    (record,) = bus.runtime(app).plugins
+    assert f"default rule {name!r} skipped: signal {name!r} is not declared by the app" \
+        in record.details
+    assert name not in bus.runtime(app).receivers()
+    assert [r.name for r in bus.runtime(app).receivers()["user_registered"]] == [
+        "signalbus_mail:user_registered"]

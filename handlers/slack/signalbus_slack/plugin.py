@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from jinja2 import Template, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from signalbus import ConfigurationError, Event, Permanent, Retry
+from signalbus import ConfigurationError, Event, Permanent, Retry, signals
 from signalbus.plugins import PluginBus
 
 from .http import redact, redact_url, webhook_client
@@ -266,10 +266,16 @@ def parse_rules(config: Mapping[str, Any]) -> tuple[list[SlackRule], list[str]]:
                 raise ConfigurationError(f"{where} cannot post: {reason}.")
             skipped.append(f"default rule {name!r} skipped: {reason}")
             continue
+        signal_name = str(spec.get("signal") or name)
+        if not explicit and not signals.is_declared(signal_name):
+            # a default rule for a signal this app never sends
+            skipped.append(f"default rule {name!r} skipped: signal {signal_name!r} is not "
+                           "declared by the app")
+            continue
         section_src = spec.get("section", spec["text"])
         out.append(SlackRule(
             name=str(name),
-            signal=str(spec.get("signal") or name),
+            signal=signal_name,
             url=_check_url(url, f"{where}['webhook_url']"),
             text=_compile(env, spec["text"], f"{where}['text']"),
             section=(_compile(env, section_src, f"{where}['section']")
