@@ -10,6 +10,7 @@ did run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -45,6 +46,11 @@ def _throughput_row(section: str, w: Workload, result: Interleaved) -> Row:
                max(per_repeat), unit="rows/s", note="absolute, for scale")
 
 
+# Share of the time budget by which each interleaved section stops starting repeats
+# (the memory subprocesses and Django take the rest; they are not adaptive).
+DEADLINES = {"sqlite": 0.27, "postgresql": 0.62, "django": 0.80}
+
+
 def sqlalchemy_section(db: Database, ctx: Context) -> list[Row]:
     """The interleaved SQLAlchemy configurations on ``db``."""
     workloads = sqlalchemy_workloads(db, ctx.batch_size)
@@ -53,6 +59,7 @@ def sqlalchemy_section(db: Database, ctx: Context) -> list[Row]:
     result = run_interleaved(
         workloads, rows=ctx.rows, batch_size=ctx.batch_size, repeats=ctx.repeats,
         progress=lambda m: ctx.progress(f"{db.name}: {m}"),
+        deadline=ctx.deadline(DEADLINES[db.kind]),
     )
     by_key = {w.key: w for w in workloads}
     noise: Ratio = result.ratio("floor-copy", "floor")
@@ -60,7 +67,9 @@ def sqlalchemy_section(db: Database, ctx: Context) -> list[Row]:
     rows = []
     for w in workloads:
         if w.floor is None:
-            rows.append(_throughput_row(db.name, w, result))
+            row = _throughput_row(db.name, w, result)
+            rows.append(dataclasses.replace(
+                row, note=f"absolute, for scale; {result.repeats} repeats"))
             continue
         r = result.ratio(w.key, w.floor)
         verdict, note = "", ""
@@ -93,12 +102,18 @@ def _subprocess_json(module: str, args: Sequence[str]) -> dict[str, Any]:
 
 def memory_section(db: Database, ctx: Context, tracemalloc: bool) -> list[Row]:
     """Peak memory of one large transaction: signalbus inline (and outbox) vs the floor."""
+    if tracemalloc and time.perf_counter() > ctx.deadline(DEADLINES["sqlite"] + 0.1):
+        ctx.notes.append(f"{db.name}: tracemalloc skipped (the run was behind its time "
+                         "budget); peak RSS only.")
+        tracemalloc = False
     measures = ["tracemalloc", "rss"] if tracemalloc else ["rss"]
     configs = ["floor", "signalbus", *(["outbox"] if outbox_available() else [])]
     url = db.scratch_url
     peaks: dict[tuple[str, str], int] = {}
     for how in measures:
         for config in configs:
+            if how == "tracemalloc" and config == "outbox":
+                continue  # several times slower under tracemalloc; RSS tells enough
             ctx.progress(f"{db.name}: peak memory of one {ctx.memory_rows}-row transaction, "
                          f"{config}, {how} (fresh process)")
             args = ["--db", db.kind, "--url", url, "--config", config,
@@ -108,14 +123,15 @@ def memory_section(db: Database, ctx: Context, tracemalloc: bool) -> list[Row]:
             peaks[how, config] = int(_subprocess_json("benchmarks.memory", args)["peak_bytes"])
     rows = []
     for config in configs[1:]:
-        for how in measures:
+        done = [how for how in measures if (how, config) in peaks]
+        for how in done:
             floor, sb = peaks[how, "floor"], peaks[how, config]
             ratio = sb / floor
             what = ("Python heap peak (tracemalloc)" if how == "tracemalloc"
                     else "growth of peak RSS (ru_maxrss)")
             mode = "inline" if config == "signalbus" else "outbox"
             # the target is judged on the exact measure when there is one
-            judged = how == measures[0]
+            judged = how == done[0]
             rows.append(Row(
                 db.name, f"signalbus {mode}: peak memory, one {ctx.memory_rows:,}-row "
                 "transaction", "floor", ratio, ratio, ratio,
@@ -135,7 +151,8 @@ def django_section(ctx: Context) -> tuple[list[Row], str]:
                  "repeats, interleaved (subprocess)")
     out = _subprocess_json("benchmarks.django_bench", [
         "--rows", str(ctx.rows), "--batch-size", str(ctx.batch_size),
-        "--repeats", str(ctx.repeats)])
+        "--repeats", str(ctx.repeats),
+        "--seconds", str(max(0.0, ctx.deadline(DEADLINES["django"]) - time.perf_counter()))])
     totals = out["totals"]
     section = f"Django {out['django']} (SQLite)"
     per_repeat = [ctx.rows / s for s in totals["django-floor"]]
@@ -144,7 +161,7 @@ def django_section(ctx: Context) -> tuple[list[Row], str]:
     rows = [
         Row(section, "Django floor: objects.create() per row in atomic(), no receiver", "",
             statistics.median(per_repeat), min(per_repeat), max(per_repeat),
-            unit="rows/s", note="absolute, for scale"),
+            unit="rows/s", note=f"absolute, for scale; {len(ratios)} repeats"),
         Row(section, "Django: post_save → transaction.on_commit → signal, 3 no-op receivers",
             "django-floor", statistics.median(ratios), min(ratios), max(ratios),
             note="against Django's own floor"),
@@ -192,6 +209,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="rows of the large transaction whose peak memory is measured")
     parser.add_argument("--databases", default="sqlite,postgresql",
                         help="comma-separated: sqlite, postgresql (default both)")
+    parser.add_argument("--budget", type=float, default=540.0,
+                        help="seconds the run should take at most (default 540): "
+                             "sections run fewer repeats (at least 3) on a slow machine")
     parser.add_argument("--tracemalloc-on", default="sqlite",
                         help="databases whose memory runs also use tracemalloc (slow; "
                              "default sqlite; 'none' for none)")
@@ -222,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(rows=args.rows, batch_size=args.batch_size, repeats=args.repeats,
                   memory_rows=args.memory_rows,
                   postgres_url=postgres_url() if "postgresql" in kinds else None,
-                  quick=args.quick)
-    started, load_before = time.perf_counter(), load_average()
+                  started=time.perf_counter(), budget=args.budget, quick=args.quick)
+    started, load_before = ctx.started, load_average()
     rows: list[Row] = []
     extra: dict[str, str] = {}
     failed = False

@@ -37,9 +37,17 @@ class Context:
     """The PostgreSQL server, or ``None`` when PostgreSQL is not part of this run.
 
     Work in a schema of your own (``signalbus_bench_...``) and drop it at the end."""
+    started: float = 0.0
+    """``time.perf_counter()`` when the run began."""
+    budget: float = 540.0
+    """Seconds the whole run should take at most; sections stop repeating to keep it."""
     quick: bool = False
     """A smoke run (``--quick``): small numbers, figures not meant to be quoted."""
     progress: Callable[[str], None] = _stderr
     """Where to say what is running (stderr; the table goes to stdout)."""
     notes: list[str] = dataclasses.field(default_factory=list)
     """Lines added under the table (method notes, what was not measured and why)."""
+
+    def deadline(self, share: float) -> float:
+        """The ``perf_counter()`` time by which ``share`` of the budget is used."""
+        return self.started + share * self.budget

@@ -22,6 +22,7 @@ import functools
 import json
 import sys
 import tempfile
+import time
 from typing import Any
 
 from .runner import run_interleaved
@@ -118,7 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--repeats", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="time budget: no repeat beyond the third starts after it")
     args = parser.parse_args(argv)
+    deadline = None if args.seconds is None else time.perf_counter() + args.seconds
     import django
 
     with tempfile.TemporaryDirectory(prefix="signalbus-bench-django-") as tmp:
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                             args.batch_size),
         ]
         result = run_interleaved(workloads, rows=args.rows, batch_size=args.batch_size,
-                                 repeats=args.repeats)
+                                 repeats=args.repeats, deadline=deadline)
         from django.db import connection
 
         connection.close()

@@ -73,6 +73,11 @@ class Interleaved:
         """The per-repeat ratios of ``key`` against ``floor``."""
         return ratio_of(self.totals[key], self.totals[floor])
 
+    @property
+    def repeats(self) -> int:
+        """How many repeats were measured."""
+        return len(next(iter(self.totals.values()), []))
+
     def rows_per_second(self, key: str) -> float:
         """The median throughput of one configuration (rows/s)."""
         return self.rows / statistics.median(self.totals[key])
@@ -86,8 +91,15 @@ def run_interleaved(
     repeats: int,
     warmup_batches: int = 5,
     progress: Callable[[str], None] | None = None,
+    deadline: float | None = None,
+    min_repeats: int = 3,
 ) -> Interleaved:
-    """Run every workload's batches interleaved; return their times per repeat."""
+    """Run every workload's batches interleaved; return their times per repeat.
+
+    With ``deadline`` (a ``time.perf_counter()`` value), repeats beyond ``min_repeats``
+    are only started when the last one's duration says the next one ends before it:
+    on a loaded machine the run gets fewer repeats instead of overrunning its budget.
+    """
     if rows % batch_size:
         raise ValueError(f"rows ({rows}) must be a multiple of the batch size ({batch_size})")
     batches = rows // batch_size
@@ -95,7 +107,13 @@ def run_interleaved(
     totals: dict[str, list[float]] = {w.key: [] for w in workloads}
     order = list(workloads)
     shuffle = random.Random(20_000).shuffle
+    last = 0.0
     for repeat in range(-1, repeats):
+        began = clock()
+        if (deadline is not None and repeat >= min_repeats and began + last > deadline):
+            if progress is not None:
+                progress(f"stopping after {repeat} repeats: time budget")
+            break
         # repeat -1 warms up: compiled-statement caches, plans, connection pools
         count = warmup_batches if repeat < 0 else batches
         for w in workloads:
@@ -113,4 +131,5 @@ def run_interleaved(
                 totals[key].append(seconds)
             if progress is not None:
                 progress(f"repeat {repeat + 1}/{repeats} done")
+        last = clock() - began
     return Interleaved(totals, rows, batches)
