@@ -161,8 +161,9 @@ deliveries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("event_id", "receiver", name="uq_signalbus_deliveries_event_receiver"),
-    # what a worker claims: pending deliveries, oldest first
-    Index("ix_signalbus_deliveries_pending", "next_attempt_at",
+    # what a worker claims: pending deliveries, oldest first (read in index order, so
+    # that a claim stops after its batch however long the backlog)
+    Index("ix_signalbus_deliveries_pending", "id",
           postgresql_where=_PENDING_ONLY, sqlite_where=_PENDING_ONLY),
     # the per-row order check: an earlier pending delivery of the same row and receiver
     Index("ix_signalbus_deliveries_row", "receiver", "row_key", "id",
