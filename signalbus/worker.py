@@ -169,6 +169,7 @@ class Worker:
         self._stop = threading.Event()
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._conn: Connection | None = None
+        self._auto: Connection | None = None
         self._senders: dict[str, Any] = {}
         self._receivers: dict[tuple[str, Any], dict[str, Receiver]] = {}
         self._notified: str | None = None
@@ -282,7 +283,29 @@ class Worker:
             self._conn = conn
         return self._conn
 
+    def _write(self, statement: Any) -> list[Any]:
+        """Run one statement of the worker's bookkeeping and commit it; its rows.
+
+        On PostgreSQL this is a single round trip on a connection of its own in
+        autocommit mode (a result is recorded per delivery, so this is the hot path).
+        """
+        if self.engine.dialect.name != "postgresql":
+            with self.connection.begin():
+                result = self.connection.execute(statement)
+                return list(result) if result.returns_rows else []
+        if self._auto is None:
+            auto = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            auto.exec_driver_sql("SET synchronous_commit TO off")
+            self._auto = auto
+        result = self._auto.execute(statement)
+        return list(result) if result.returns_rows else []
+
     def _close_connection(self) -> None:
+        if self._auto is not None:
+            with contextlib.suppress(Exception):
+                self._auto.exec_driver_sql("RESET synchronous_commit")
+                self._auto.close()
+            self._auto = None
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 if self._conn.dialect.name == "postgresql":
@@ -420,14 +443,13 @@ class Worker:
         from .outbox import deliveries as d
 
         now = utcnow()
-        with self.connection.begin():
-            kept = set(self.connection.execute(
-                update(d)
-                .where(d.c.id.in_([c.id for c in items]), d.c.claimed_by == self.name,
-                       d.c.state == PENDING)
-                .values(claimed_until=now + dt.timedelta(seconds=self.settings.lease))
-                .returning(d.c.id)
-            ).scalars())
+        kept = {row.id for row in self._write(
+            update(d)
+            .where(d.c.id.in_([c.id for c in items]), d.c.claimed_by == self.name,
+                   d.c.state == PENDING)
+            .values(claimed_until=now + dt.timedelta(seconds=self.settings.lease))
+            .returning(d.c.id)
+        )}
         if len(kept) < len(items):
             log.warning("signalbus worker %s: the lease of %d deliveries lapsed and another "
                         "worker took them; raise SIGNALBUS_OUTBOX_LEASE above the time a "
@@ -442,12 +464,11 @@ class Worker:
 
         if not items:
             return
-        with self.connection.begin():
-            self.connection.execute(
-                update(d)
-                .where(d.c.id.in_([c.id for c in items]), d.c.claimed_by == self.name)
-                .values(claimed_until=None, claimed_by=None, updated_at=utcnow())
-            )
+        self._write(
+            update(d)
+            .where(d.c.id.in_([c.id for c in items]), d.c.claimed_by == self.name)
+            .values(claimed_until=None, claimed_by=None, updated_at=utcnow())
+        )
         self.stats.released += len(items)
         log.info("signalbus worker %s: released %d claimed deliveries", self.name, len(items))
 
@@ -564,13 +585,12 @@ class Worker:
         from .outbox import DELIVERED, utcnow
         from .outbox import deliveries as d
 
-        with self.connection.begin():
-            self.connection.execute(
-                update(d).where(d.c.id == item.id).values(
-                    state=DELIVERED, attempts=attempt, claimed_until=None, claimed_by=None,
-                    updated_at=utcnow(),
-                )
+        self._write(
+            update(d).where(d.c.id == item.id).values(
+                state=DELIVERED, attempts=attempt, claimed_until=None, claimed_by=None,
+                updated_at=utcnow(),
             )
+        )
         self.stats.delivered += 1
 
     def backoff(self, attempt: int) -> float:
@@ -590,18 +610,17 @@ class Worker:
         now = utcnow()
         dead = permanent or attempt >= self.settings.max_attempts
         delay = 0.0 if dead else (max(0.0, after) if after is not None else self.backoff(attempt))
-        with self.connection.begin():
-            self.connection.execute(
-                update(d).where(d.c.id == item.id, d.c.claimed_by == self.name).values(
-                    state=DEAD if dead else PENDING,
-                    attempts=attempt,
-                    next_attempt_at=now + dt.timedelta(seconds=delay),
-                    last_error=describe_error(exc),
-                    claimed_until=None,
-                    claimed_by=None,
-                    updated_at=now,
-                )
+        self._write(
+            update(d).where(d.c.id == item.id, d.c.claimed_by == self.name).values(
+                state=DEAD if dead else PENDING,
+                attempts=attempt,
+                next_attempt_at=now + dt.timedelta(seconds=delay),
+                last_error=describe_error(exc),
+                claimed_until=None,
+                claimed_by=None,
+                updated_at=now,
             )
+        )
         if dead:
             self.stats.dead += 1
             log.error("signalbus: delivery of %s event %s to %s is dead after %d attempt(s): %s",

@@ -1,0 +1,163 @@
+"""The outbox worker on PostgreSQL: commit-to-receiver latency and one worker's rate.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.outbox_worker            # defaults below
+    .venv/bin/python -m benchmarks.outbox_worker --commits 500 --events 20000
+
+* **Latency**: a :class:`signalbus.worker.Worker` runs in a thread, idle and
+  ``LISTEN``\\ing, with a poll interval of a minute (so only the commit's ``NOTIFY`` can
+  wake it in time). The main thread commits one row at a time and waits until its
+  receiver has run; the latency is from the return of ``commit()`` to the start of the
+  receiver. Reported: p50, p99, max over ``--commits`` commits.
+* **Rate**: ``--events`` events (inserts, ``--per-commit`` per transaction) are stored
+  first, with three no-op receivers each; then one worker drains them
+  (``run(once=True)``, batches of ``--batch``). Reported: events/s and deliveries/s.
+
+The PostgreSQL server is ``SIGNALBUS_BENCH_POSTGRES`` (else the test suite's); the
+benchmark works in a schema of its own, dropped at the end. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import statistics
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import String, create_engine, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+import signalbus
+import signalbus.outbox
+from signalbus import Event
+from signalbus.worker import Worker
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SCHEMA = f"sb_bench_outbox_{os.getpid()}"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Signup(Base):
+    __tablename__ = "bench_outbox_signups"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(200))
+
+
+ARRIVED: queue.Queue[float] = queue.Queue()
+
+
+def timed(sender: Any, event: Event, **kw: Any) -> None:
+    """The latency run's receiver: notes when it ran."""
+    ARRIVED.put(time.perf_counter())
+
+
+def noop_a(sender: Any, event: Event, **kw: Any) -> None:
+    """A receiver that does nothing (the rate run has three)."""
+
+
+def noop_b(sender: Any, event: Event, **kw: Any) -> None:
+    """A receiver that does nothing."""
+
+
+def noop_c(sender: Any, event: Event, **kw: Any) -> None:
+    """A receiver that does nothing."""
+
+
+def percentile(values: list[float], pct: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+def measure_latency(Session: Any, commits: int) -> dict[str, float]:  # noqa: N803
+    runtime = signalbus.SignalBus().attach(
+        Session, config={"SIGNALBUS_DELIVERY": "outbox"}, plugins=False)
+    runtime.connect("bench_signed_up", timed)
+    worker = Worker(runtime, poll=60, handle_signals=False)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.5)  # LISTENing and idle
+        latencies = []
+        for i in range(commits):
+            with Session() as s:
+                s.add(Signup(email=f"latency{i}@example.com"))
+                s.commit()
+            committed = time.perf_counter()
+            latencies.append((ARRIVED.get(timeout=30) - committed) * 1000)
+    finally:
+        worker.stop()
+        thread.join()
+    return {"p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies), "woken_by_notify": worker.stats.woken_by_notify,
+            "woken_by_poll": worker.stats.woken_by_poll}
+
+
+def measure_rate(Session: Any, events: int, per_commit: int, batch: int  # noqa: N803
+                 ) -> dict[str, float]:
+    runtime = signalbus.SignalBus().attach(
+        Session, config={"SIGNALBUS_DELIVERY": "outbox"}, plugins=False)
+    for fn in (noop_a, noop_b, noop_c):
+        runtime.connect("bench_signed_up", fn)
+    started = time.perf_counter()
+    for start in range(0, events, per_commit):
+        with Session() as s:
+            s.add_all(Signup(email=f"rate{i}@example.com")
+                      for i in range(start, min(start + per_commit, events)))
+            s.commit()
+    stored = time.perf_counter() - started
+    worker = Worker(runtime, batch=batch, handle_signals=False)
+    started = time.perf_counter()
+    stats = worker.run(once=True)
+    elapsed = time.perf_counter() - started
+    return {"events": events, "deliveries": stats.delivered, "seconds": elapsed,
+            "events_per_s": events / elapsed, "deliveries_per_s": stats.delivered / elapsed,
+            "store_events_per_s": events / stored}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get(
+        "SIGNALBUS_BENCH_POSTGRES", os.environ.get("SIGNALBUS_TEST_POSTGRES", POSTGRES_URL)))
+    parser.add_argument("--commits", type=int, default=300, help="latency samples")
+    parser.add_argument("--events", type=int, default=20000, help="events for the rate")
+    parser.add_argument("--per-commit", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+
+    admin = create_engine(args.url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{SCHEMA}"'))
+    engine = create_engine(args.url, connect_args={"options": f"-csearch_path={SCHEMA}"})
+    try:
+        Base.metadata.create_all(engine)
+        signalbus.outbox.create_all(engine)
+        signalbus.bind(Signup, "insert", "bench_signed_up")
+        with engine.connect() as conn:
+            version = conn.execute(text("SHOW server_version")).scalar()
+        print(f"PostgreSQL {version}, {os.cpu_count()} CPUs; load average "
+              f"{os.getloadavg()[0]:.2f}")
+        lat = measure_latency(sessionmaker(engine), args.commits)
+        print(f"commit-to-receiver latency over {args.commits} commits (LISTEN/NOTIFY): "
+              f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max "
+              f"{lat['max_ms']:.2f} ms (woken by notify {lat['woken_by_notify']}, "
+              f"by poll {lat['woken_by_poll']})")
+        rate = measure_rate(sessionmaker(engine), args.events, args.per_commit, args.batch)
+        print(f"one worker, 3 no-op receivers, batch {args.batch}: {rate['events']} events "
+              f"({rate['deliveries']} deliveries) in {rate['seconds']:.2f} s = "
+              f"{rate['events_per_s']:.0f} events/s, {rate['deliveries_per_s']:.0f} "
+              f"deliveries/s (storing them: {rate['store_events_per_s']:.0f} events/s)")
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
