@@ -170,6 +170,7 @@ class Worker:
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._conn: Connection | None = None
         self._auto: Connection | None = None
+        self._ack: Any = None
         self._senders: dict[str, Any] = {}
         self._receivers: dict[tuple[str, Any], dict[str, Receiver]] = {}
         self._notified: str | None = None
@@ -283,7 +284,7 @@ class Worker:
             self._conn = conn
         return self._conn
 
-    def _write(self, statement: Any) -> list[Any]:
+    def _write(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """Run one statement of the worker's bookkeeping and commit it; its rows.
 
         On PostgreSQL this is a single round trip on a connection of its own in
@@ -291,13 +292,13 @@ class Worker:
         """
         if self.engine.dialect.name != "postgresql":
             with self.connection.begin():
-                result = self.connection.execute(statement)
+                result = self.connection.execute(statement, params)
                 return list(result) if result.returns_rows else []
         if self._auto is None:
             auto = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             auto.exec_driver_sql("SET synchronous_commit TO off")
             self._auto = auto
-        result = self._auto.execute(statement)
+        result = self._auto.execute(statement, params)
         return list(result) if result.returns_rows else []
 
     def _close_connection(self) -> None:
@@ -580,17 +581,20 @@ class Worker:
         self._succeeded(item, attempt)
 
     def _succeeded(self, item: _Claimed, attempt: int) -> None:
-        from sqlalchemy import update
+        from .outbox import utcnow
 
-        from .outbox import DELIVERED, utcnow
-        from .outbox import deliveries as d
+        if self._ack is None:
+            from sqlalchemy import bindparam, update
 
-        self._write(
-            update(d).where(d.c.id == item.id).values(
-                state=DELIVERED, attempts=attempt, claimed_until=None, claimed_by=None,
-                updated_at=utcnow(),
+            from .outbox import DELIVERED
+            from .outbox import deliveries as d
+
+            # built once: this runs for every delivery
+            self._ack = update(d).where(d.c.id == bindparam("delivery_id")).values(
+                state=DELIVERED, attempts=bindparam("attempt"), claimed_until=None,
+                claimed_by=None, updated_at=bindparam("now"),
             )
-        )
+        self._write(self._ack, {"delivery_id": item.id, "attempt": attempt, "now": utcnow()})
         self.stats.delivered += 1
 
     def backoff(self, attempt: int) -> float:
