@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import queue
 import statistics
 import threading
@@ -36,6 +38,7 @@ class Ping(Base):
     note: Mapped[str] = mapped_column(String(50))
 
 
+CHANNELS = itertools.count()
 ARRIVED: queue.Queue[tuple[float, Event]] = queue.Queue()
 
 
@@ -56,8 +59,11 @@ def tables(engine: Engine) -> Iterator[Engine]:
 
 def make_runtime(engine: Engine, **config: Any) -> Runtime:
     signalbus.bind(Ping, "insert", "ob_pinged")
-    rt = signalbus.SignalBus().attach(
-        sessionmaker(engine), config={"SIGNALBUS_DELIVERY": "outbox", **config}, plugins=False)
+    # channels are per database, not per schema: one of its own, so that other tests
+    # (and parallel runs) committing to the same database do not wake this worker
+    channel = f"sb_test_{os.getpid()}_{next(CHANNELS)}"
+    rt = signalbus.SignalBus().attach(sessionmaker(engine), plugins=False, config={
+        "SIGNALBUS_DELIVERY": "outbox", "SIGNALBUS_OUTBOX_CHANNEL": channel, **config})
     rt.connect("ob_pinged", arrive)
     return rt
 
