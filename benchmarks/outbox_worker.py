@@ -120,6 +120,56 @@ def measure_rate(Session: Any, events: int, per_commit: int, batch: int  # noqa:
             "store_events_per_s": events / stored}
 
 
+def measure(url: str, commits: int, events: int, per_commit: int, batch: int
+            ) -> tuple[dict[str, float], dict[str, float]]:
+    """Both measures in a schema of their own (dropped at the end)."""
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{SCHEMA}"'))
+    engine = create_engine(url, connect_args={"options": f"-csearch_path={SCHEMA}"})
+    try:
+        Base.metadata.create_all(engine)
+        signalbus.outbox.create_all(engine)
+        signalbus.bind(Signup, "insert", "bench_signed_up")
+        lat = measure_latency(sessionmaker(engine), commits)
+        rate = measure_rate(sessionmaker(engine), events, per_commit, batch)
+        return lat, rate
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
+        admin.dispose()
+
+
+def run(context: Any) -> list[Any]:
+    """The ``python -m benchmarks`` hook: the rows of this section (see
+    ``benchmarks/context.py``)."""
+    from benchmarks.report import Row
+
+    rate_name = "one worker's delivery rate, 3 no-op receivers"
+    latency_name = "commit-to-receiver latency through LISTEN/NOTIFY (p50, p99)"
+    if context.postgres_url is None:
+        note = "not measured: PostgreSQL is not part of this run"
+        return [Row("PostgreSQL", rate_name, note=note),
+                Row("PostgreSQL", latency_name, note=note)]
+    small = context.quick
+    context.progress("outbox worker: latency and delivery rate")
+    lat, rate = measure(context.postgres_url, 30 if small else 300,
+                        1000 if small else 20000, 500, 100)
+    p50, p99 = lat["p50_ms"], lat["p99_ms"]
+    return [
+        Row("PostgreSQL", rate_name, median=rate["events_per_s"], unit="events/s",
+            target="≥ 20,000 events/s",
+            verdict="met" if rate["events_per_s"] >= 20000 else "missed",
+            note=f"{rate['deliveries_per_s']:.0f} deliveries/s; one result write per "
+                 "delivery"),
+        Row("PostgreSQL", latency_name, median=p50, high=p99, unit="ms",
+            target="p50 ≤ 5 ms, p99 ≤ 20 ms",
+            verdict="met" if p50 <= 5 and p99 <= 20 else "missed",
+            note="one commit at a time, idle worker; median and p99 shown"),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get(
@@ -130,33 +180,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
 
-    admin = create_engine(args.url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{SCHEMA}"'))
-    engine = create_engine(args.url, connect_args={"options": f"-csearch_path={SCHEMA}"})
-    try:
-        Base.metadata.create_all(engine)
-        signalbus.outbox.create_all(engine)
-        signalbus.bind(Signup, "insert", "bench_signed_up")
-        with engine.connect() as conn:
-            version = conn.execute(text("SHOW server_version")).scalar()
-        print(f"PostgreSQL {version}, {os.cpu_count()} CPUs; load average "
-              f"{os.getloadavg()[0]:.2f}")
-        lat = measure_latency(sessionmaker(engine), args.commits)
-        print(f"commit-to-receiver latency over {args.commits} commits (LISTEN/NOTIFY): "
-              f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max "
-              f"{lat['max_ms']:.2f} ms (woken by notify {lat['woken_by_notify']}, "
-              f"by poll {lat['woken_by_poll']})")
-        rate = measure_rate(sessionmaker(engine), args.events, args.per_commit, args.batch)
-        print(f"one worker, 3 no-op receivers, batch {args.batch}: {rate['events']} events "
-              f"({rate['deliveries']} deliveries) in {rate['seconds']:.2f} s = "
-              f"{rate['events_per_s']:.0f} events/s, {rate['deliveries_per_s']:.0f} "
-              f"deliveries/s (storing them: {rate['store_events_per_s']:.0f} events/s)")
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
-        admin.dispose()
+    print(f"PostgreSQL at {args.url.rpartition('@')[2]}, {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    lat, rate = measure(args.url, args.commits, args.events, args.per_commit, args.batch)
+    print(f"commit-to-receiver latency over {args.commits} commits (LISTEN/NOTIFY): "
+          f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max "
+          f"{lat['max_ms']:.2f} ms (woken by notify {lat['woken_by_notify']}, "
+          f"by poll {lat['woken_by_poll']})")
+    print(f"one worker, 3 no-op receivers, batch {args.batch}: {rate['events']} events "
+          f"({rate['deliveries']} deliveries) in {rate['seconds']:.2f} s = "
+          f"{rate['events_per_s']:.0f} events/s, {rate['deliveries_per_s']:.0f} "
+          f"deliveries/s (storing them: {rate['store_events_per_s']:.0f} events/s)")
 
 
 if __name__ == "__main__":
