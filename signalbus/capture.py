@@ -35,7 +35,7 @@ from . import muting
 from .bindings import Binding, qualified_name, registry
 from .conditions import RowView
 from .errors import BindingError, ConfigurationError, UnserialisableValue
-from .events import EMPTY, Event, FrozenDict, normalise
+from .events import _SCALARS, EMPTY, Event, FrozenDict, normalise
 
 __all__ = ["Frame", "Sink", "attach_session", "emit_into"]
 
@@ -94,7 +94,7 @@ _EMPTY_PLAN = Plan((), (), (), frozenset(), (), object)
 _plans: dict[tuple[type[Any], str, str, tuple[str, ...]], Plan] = {}
 _plans_version = -1
 _lock = threading.RLock()
-_installed: set[type[Any]] = set()
+_installed: set[tuple[type[Any], str]] = set()
 _synced_version = -1
 
 
@@ -181,12 +181,13 @@ def sync_bindings() -> None:
 
 def _install(mapper: Mapper[Any], binding: Binding) -> None:
     root = mapper.base_mapper.class_
-    if root not in _installed:
-        # One set of listeners per class hierarchy (propagate=True covers subclasses);
-        # installing per bound class would fire twice for a subclass of a bound base.
-        for name, fn in _MAPPER_LISTENERS.items():
-            sa_event.listen(root, name, fn, raw=True, propagate=True)
-        _installed.add(root)
+    name = _LISTENER_FOR[binding.phase, binding.op]
+    if (root, name) not in _installed:
+        # One listener per class hierarchy and mapper event (propagate=True covers
+        # subclasses; per bound class would fire twice for a subclass of a bound base),
+        # and only the events some binding needs: an insert binding costs updates nothing.
+        sa_event.listen(root, name, _MAPPER_LISTENERS[name], raw=True, propagate=True)
+        _installed.add((root, name))
     if binding.op == "update":
         # Old values must be the committed ones even when the attribute was expired
         # (expire_on_commit): active history loads the old value when it is set.
@@ -325,9 +326,14 @@ class Frame:
 
 
 def _ids(n: int) -> list[str]:
-    # One urandom call per transaction instead of one per event.
-    blob = os.urandom(16 * max(n, 1))
-    return [str(uuid.UUID(bytes=blob[i : i + 16], version=4)) for i in range(0, len(blob), 16)]
+    """``n`` random (version 4) UUID strings, from one ``urandom`` call."""
+    h = os.urandom(16 * max(n, 1)).hex()
+    variant = "89ab"
+    return [
+        f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
+        f"{variant[int(h[i + 16], 16) & 3]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+        for i in range(0, len(h), 32)
+    ]
 
 
 def _row_events(rc: RowChange, plan: Plan, ids: list[str], out: list[Delivery]) -> None:
@@ -336,7 +342,12 @@ def _row_events(rc: RowChange, plan: Plan, ids: list[str], out: list[Delivery]) 
         return  # an update whose net change is empty sends nothing
     view: RowView | None = None
     model = qualified_name(rc.cls)
-    pk = normalise(rc.pk[0]) if len(rc.pk) == 1 else normalise(rc.pk)
+    if len(rc.pk) == 1:
+        value = rc.pk[0]
+        convert = _SCALARS.get(type(value))
+        pk = convert(value) if convert is not None else normalise(value)
+    else:
+        pk = normalise(rc.pk)
     data_all = rc.data
     for bp in plan.bindings:
         b = bp.binding
@@ -349,7 +360,10 @@ def _row_events(rc: RowChange, plan: Plan, ids: list[str], out: list[Delivery]) 
                 continue
         elif rc.op == "update" and not any(k in bp.visible for k in changed):
             continue
-        data = FrozenDict({k: data_all[k] for k in bp.payload if k in data_all})
+        if bp.payload == plan.capture and len(data_all) == len(bp.payload):
+            data = FrozenDict(data_all)  # the common case: one binding takes every column
+        else:
+            data = FrozenDict({k: data_all[k] for k in bp.payload if k in data_all})
         if rc.op == "update":
             changes = FrozenDict({
                 k: (normalise(rc.old[k]), data_all.get(k))
@@ -444,16 +458,23 @@ def _normalised(cls: type[Any], values: Iterable[tuple[str, Any]]) -> dict[str, 
 def _snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
               muted: frozenset[str]) -> RowChange:
     cls = state.class_
-    values = [(k, _value(state, k)) for k in plan.capture]
-    data = _normalised(cls, values)
+    d = state.dict
+    values = [(k, d[k] if k in d else _value(state, k)) for k in plan.capture]
+    try:
+        # the common case in one pass; _normalised names the column when one fails
+        data = {k: _SCALARS[type(v)](v) for k, v in values}
+    except (KeyError, TypeError):
+        data = _normalised(cls, values)
     if op == "delete":
         # keep every column: a delete followed by an insert of the key becomes an update
         raw = dict(values)
         for k in plan.columns:
             if k not in raw:
                 raw[k] = _value(state, k)
+    elif plan.raw:
+        raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw}
     else:
-        raw = {k: _value(state, k) for k in plan.raw}
+        raw = {}
     old: dict[str, Any] = {}
     if op == "update":
         committed = state.committed_state
@@ -466,7 +487,7 @@ def _snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
                 continue
             old[key] = hist.deleted[0] if hist.deleted else None
             raw[key] = hist.added[0]
-    pk = tuple(_value(state, k) for k in plan.pk_keys)
+    pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
     return RowChange(cls, (plan.root, pk), op, pk, data, raw, old, now, muted)
 
 
@@ -541,6 +562,15 @@ def _run_flush_phase(st: SessionState, state: InstanceState[Any], op: str) -> No
     for sender, ev in out:
         sink.run_flush_phase(sender, dataclasses.replace(ev, instance=state.obj()))
 
+
+_LISTENER_FOR = {
+    ("commit", "insert"): "after_insert",
+    ("commit", "update"): "after_update",
+    ("commit", "delete"): "before_delete",  # the row's values must be read before it goes
+    ("flush", "insert"): "before_insert",
+    ("flush", "update"): "before_update",
+    ("flush", "delete"): "before_delete",
+}
 
 _MAPPER_LISTENERS: dict[str, Callable[..., None]] = {
     "before_insert": _before_insert,

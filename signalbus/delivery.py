@@ -70,11 +70,19 @@ def call(receiver: Receiver, sender: Any, event: Event) -> Any:
     return receiver.fn(sender, event=event)
 
 
-def deliver_one(target: Target, sender: Any, event: Event) -> list[tuple[Receiver, BaseException]]:
-    """Run every receiver of ``event`` in order, logging and collecting their exceptions."""
-    notify(sender, event)
+def deliver_one(target: Target, sender: Any, event: Event,
+                receivers: Sequence[Receiver] | None = None,
+                ) -> list[tuple[Receiver, BaseException]]:
+    """Run every receiver of ``event`` in order, logging and collecting their exceptions.
+
+    ``receivers`` defaults to the target's receivers of the event's signal and sender.
+    """
+    if observers:
+        notify(sender, event)
     failures: list[tuple[Receiver, BaseException]] = []
-    for receiver in target.receivers_for(event.signal, sender):
+    if receivers is None:
+        receivers = target.receivers_for(event.signal, sender)
+    for receiver in receivers:
         try:
             call(receiver, sender, event)
         except Exception as exc:
@@ -131,12 +139,21 @@ def run_inline(target: Target, events: Iterable[Delivery]) -> None:
     if local.running:
         return  # the outer loop delivers them after the events already queued
     local.running = True
+    # The receivers of one (bus, signal, sender), looked up once per run: like blinker's
+    # send, a receiver connected while events are being delivered applies from the next
+    # commit on.
+    memo: dict[tuple[int, str, Any], Sequence[Receiver]] = {}
     try:
         while local.queue:
             item = local.queue.popleft()
             local.current = item
+            key = (id(item.target), item.event.signal, item.sender)
+            receivers = memo.get(key)
+            if receivers is None:
+                receivers = memo[key] = item.target.receivers_for(item.event.signal,
+                                                                  item.sender)
             try:
-                deliver_one(item.target, item.sender, item.event)
+                deliver_one(item.target, item.sender, item.event, receivers)
             finally:
                 local.current = None
     finally:

@@ -12,12 +12,11 @@ differ from a plain :class:`blinker.NamedSignal`:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import threading
 import weakref
 from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import blinker
 from blinker._utilities import make_id
@@ -33,28 +32,46 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Signal(blinker.NamedSignal):
     """A blinker :class:`~blinker.NamedSignal` that yields receivers in connection order."""
 
+    def connect(self, receiver: F, sender: Any = blinker.ANY, weak: bool = True) -> F:
+        """Connect as blinker does, remembering the receiver's durable default name."""
+        # (re)set: an id may be reused by a new function once an old one is collected
+        _names[make_id(receiver)] = default_name(receiver)
+        return super().connect(receiver, sender, weak)
+
     def receivers_for(self, sender: Any) -> Generator[Callable[..., Any], None, None]:
         """Yield the receivers for ``sender`` (and for any sender), oldest connection first.
 
         Weakly referenced receivers that have been garbage collected are disconnected
         and skipped, as in blinker.
         """
-        if not self.receivers:
-            return
-        any_ids = self._by_sender.get(ANY_ID, ())
-        sender_ids = self._by_sender.get(make_id(sender), ()) if sender is not None else ()
-        # Copy: a receiver may connect or disconnect others while we iterate.
-        for receiver_id, ref in list(self.receivers.items()):
+        for _, fn in self.named_receivers_for(sender):
+            yield fn
+
+    def named_receivers_for(self, sender: Any) -> list[tuple[Any, Callable[..., Any]]]:
+        """``(receiver id, receiver)`` pairs for ``sender``, oldest connection first."""
+        receivers = self.receivers
+        if not receivers:
+            return []
+        by_sender = self._by_sender
+        any_ids = by_sender.get(ANY_ID, ())
+        sender_ids = by_sender.get(make_id(sender), ()) if sender is not None else ()
+        out = []
+        dead = []
+        # Copy: a receiver may connect or disconnect others while we deliver.
+        for receiver_id, ref in list(receivers.items()):
             if receiver_id not in any_ids and receiver_id not in sender_ids:
                 continue
             if isinstance(ref, weakref.ref):
                 strong = ref()
                 if strong is None:
-                    self._disconnect(receiver_id, ANY_ID)
+                    dead.append(receiver_id)
                     continue
-                yield strong
+                out.append((receiver_id, strong))
             else:
-                yield ref
+                out.append((receiver_id, ref))
+        for receiver_id in dead:
+            self._disconnect(receiver_id, ANY_ID)
+        return out
 
 
 _lock = threading.Lock()
@@ -144,8 +161,7 @@ def is_stable_name(name: str) -> bool:
     return "<lambda>" not in name and "<locals>" not in name
 
 
-@dataclasses.dataclass(frozen=True)
-class Receiver:
+class Receiver(NamedTuple):
     """A receiver as delivery sees it: the callable, its durable name and its origin."""
 
     fn: Callable[..., Any]
@@ -156,10 +172,12 @@ class Receiver:
     """The plugin that connected it; ``None`` for an import-time ``@receiver``."""
 
 
-def global_receivers(sig: Signal, sender: Any) -> Generator[Receiver, None, None]:
+def global_receivers(sig: Signal, sender: Any) -> list[Receiver]:
     """The receivers connected on the signal itself (declarations and ``.connect``)."""
-    for fn in sig.receivers_for(sender):
-        yield Receiver(fn, receiver_name(fn), sig.name, None, None)
+    names = _names
+    name = sig.name
+    return [Receiver(fn, names.get(rid) or default_name(fn), name)
+            for rid, fn in sig.named_receivers_for(sender)]
 
 
 def receiver(
