@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeAlias
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import InstanceState, Mapper, Session, scoped_session, sessionmaker
+from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.session import SessionTransaction
 
 from . import muting
@@ -477,16 +478,20 @@ def _snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
         raw = {}
     old: dict[str, Any] = {}
     if op == "update":
-        committed = state.committed_state
-        attrs = state.attrs
-        for key in committed:
-            if key not in plan.columns:
+        # committed_state holds each changed attribute's value from before it was set
+        # (loaded by active history when it had expired): the scalar history, without
+        # building state.attrs (an AttributeState per attribute, per row)
+        columns = plan.columns
+        for key, original in state.committed_state.items():
+            if key not in columns or key not in d:
                 continue
-            hist = attrs[key].history
-            if not hist.added:
-                continue
-            old[key] = hist.deleted[0] if hist.deleted else None
-            raw[key] = hist.added[0]
+            new = d[key]
+            if original is NO_VALUE:
+                original = None
+            elif _same(original, new):
+                continue  # set back to the value it had: no change
+            old[key] = original
+            raw[key] = new
     pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
     return RowChange(cls, (plan.root, pk), op, pk, data, raw, old, now, muted)
 
