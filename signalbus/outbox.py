@@ -43,6 +43,11 @@ Settings (app config, or ``attach(config=...)``), with their defaults in
 ``SIGNALBUS_OUTBOX_POLL`` (2 s)
     how often a worker looks for due deliveries without being woken: the fallback
     when a notification is missed, and the only mechanism on SQLite.
+``SIGNALBUS_OUTBOX_ACK_INTERVAL`` (0.5 s)
+    the longest a worker keeps the results of a batch's successful deliveries before
+    writing them (it writes them in one statement at the end of the batch, or sooner
+    when the batch runs this long): a worker that dies repeats at most the deliveries
+    it made since.
 ``SIGNALBUS_OUTBOX_NOTIFY`` (true), ``SIGNALBUS_OUTBOX_CHANNEL`` (``"signalbus"``)
     whether commits send a PostgreSQL ``NOTIFY``, and on which channel.
 """
@@ -248,6 +253,7 @@ class OutboxSettings:
     backoff_cap: float = 3600.0
     max_attempts: int = 10
     poll: float = 2.0
+    ack_interval: float = 0.5
     notify: bool = True
     channel: str = "signalbus"
 
@@ -256,8 +262,9 @@ class OutboxSettings:
         """Read and check the ``SIGNALBUS_OUTBOX_*`` keys."""
         from .bus import DEFAULTS
 
-        def get(key: str, kind: type[Any], minimum: float | None = None) -> Any:
-            raw = config.get(key, DEFAULTS.get(key))
+        def get(key: str, kind: type[Any], minimum: float | None = None,
+                default: Any = None) -> Any:
+            raw = config.get(key, DEFAULTS.get(key, default))
             try:
                 if kind is bool and isinstance(raw, str):
                     value: Any = raw.strip().lower() in ("1", "true", "yes", "on")
@@ -283,6 +290,7 @@ class OutboxSettings:
             backoff_cap=get("SIGNALBUS_OUTBOX_BACKOFF_CAP", float, 0),
             max_attempts=get("SIGNALBUS_OUTBOX_MAX_ATTEMPTS", int, 1),
             poll=get("SIGNALBUS_OUTBOX_POLL", float, 0.01),
+            ack_interval=get("SIGNALBUS_OUTBOX_ACK_INTERVAL", float, 0, cls.ack_interval),
             notify=get("SIGNALBUS_OUTBOX_NOTIFY", bool),
             channel=channel,
         )

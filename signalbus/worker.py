@@ -6,9 +6,12 @@ A :class:`Worker` delivers what :class:`signalbus.outbox.Outbox` stored:
   transaction (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of
   workers share the work without taking the same row), writing a lease
   (``claimed_until``, ``claimed_by``) on them. It then delivers them outside any
-  transaction, and records each result as soon as it is known, in a transaction of
-  its own. A worker that dies leaves its claims behind; they are claimed again once
-  the lease expires. The lease is renewed while a long batch is worked through.
+  transaction. A failure is recorded as soon as it happens; successes are
+  acknowledged together, in one statement, at the end of the batch or as soon as
+  ``SIGNALBUS_OUTBOX_ACK_INTERVAL`` has passed since the last acknowledgement. A
+  worker that dies leaves its claims behind; they are claimed again once the lease
+  expires, so what it repeats is at most the deliveries it made and had not yet
+  acknowledged. The lease is renewed while a long batch is worked through.
 * **Order.** A delivery is not claimed while an earlier delivery (by commit order) of
   the same row to the same receiver is still pending, so each receiver sees the
   events of one row in commit order, whatever the number of workers. A ``dead``
@@ -120,7 +123,8 @@ class Worker:
     ``runtime`` is the app's :class:`signalbus.bus.Runtime` (``bus.runtime(app)``).
     ``engine`` defaults to the runtime's (:func:`signalbus.outbox.engine_of`). The other
     keyword arguments override the ``SIGNALBUS_OUTBOX_*`` settings: ``batch``,
-    ``lease``, ``poll`` (seconds), ``backoff_base``, ``backoff_cap``, ``max_attempts``;
+    ``lease``, ``poll`` (seconds), ``backoff_base``, ``backoff_cap``, ``max_attempts``,
+    ``ack_interval`` (seconds);
     ``listen=False`` turns ``LISTEN`` off (polling only). ``handle_signals`` (default:
     when running in the main thread) installs the SIGTERM/SIGINT handlers for the
     duration of :meth:`run` (they only work there). Use :meth:`stop` to stop a worker
@@ -141,6 +145,7 @@ class Worker:
         backoff_base: float | None = None,
         backoff_cap: float | None = None,
         max_attempts: int | None = None,
+        ack_interval: float | None = None,
     ) -> None:
         from .errors import ConfigurationError
         from .outbox import OutboxSettings, engine_of
@@ -156,6 +161,7 @@ class Worker:
         overrides: dict[str, Any] = {k: v for k, v in {
             "batch": batch, "lease": lease, "poll": poll, "backoff_base": backoff_base,
             "backoff_cap": backoff_cap, "max_attempts": max_attempts,
+            "ack_interval": ack_interval,
         }.items() if v is not None}
         self.settings: OutboxSettings = dataclasses.replace(settings, **overrides)
         self.engine: Engine = engine if engine is not None else engine_of(runtime)
@@ -171,6 +177,7 @@ class Worker:
         self._conn: Connection | None = None
         self._auto: Connection | None = None
         self._ack: Any = None
+        self._acks: list[tuple[int, int]] = []  # (delivery id, attempt) not yet recorded
         self._senders: dict[str, Any] = {}
         self._receivers: dict[tuple[str, Any], dict[str, Receiver]] = {}
         self._notified: str | None = None
@@ -416,25 +423,40 @@ class Worker:
                        payloads: dict[str, dict[str, Any]], leased_at: float) -> None:
         renew_every = self.settings.lease / 2
         self._notified = None
+        self._acks.clear()
+        acked_at = time.monotonic()
         todo = list(claimed)
-        while todo:
-            if self._stop.is_set():
-                self._release(todo)
-                return
-            if time.monotonic() >= leased_at + renew_every:
-                # half the lease is gone (a slow claim, slow receivers): extend it, and go
-                # on only with what is still ours, should it have lapsed meanwhile
-                leased_at = time.monotonic()
-                todo = self._renew(todo)
-                if not todo:
+        try:
+            while todo:
+                if self._stop.is_set():
+                    self._flush_acks()
+                    self._release(todo)
                     return
-            item = todo.pop(0)
-            try:
-                self._deliver(item, payloads.get(item.event_id))
-            except BaseException:
-                # KeyboardInterrupt, SystemExit: hand back what was not finished
-                self._release([item, *todo])
-                raise
+                now = time.monotonic()
+                if now >= leased_at + renew_every:
+                    # half the lease is gone (a slow claim, slow receivers): record what
+                    # succeeded, extend the lease of the rest, and go on only with what
+                    # is still ours, should it have lapsed meanwhile
+                    self._flush_acks()
+                    acked_at = leased_at = time.monotonic()
+                    todo = self._renew(todo)
+                    if not todo:
+                        return
+                elif self._acks and now >= acked_at + self.settings.ack_interval:
+                    # a long batch: do not keep many successes unrecorded
+                    self._flush_acks()
+                    acked_at = now
+                item = todo.pop(0)
+                try:
+                    self._deliver(item, payloads.get(item.event_id))
+                except BaseException:
+                    # KeyboardInterrupt, SystemExit: hand back what was not finished
+                    self._flush_acks()
+                    self._release([item, *todo])
+                    raise
+            self._flush_acks()
+        finally:
+            self._acks.clear()
 
     def _renew(self, items: Sequence[_Claimed]) -> list[_Claimed]:
         """Extend the lease of ``items``; those still claimed by this worker."""
@@ -581,21 +603,44 @@ class Worker:
         self._succeeded(item, attempt)
 
     def _succeeded(self, item: _Claimed, attempt: int) -> None:
+        # recorded by _flush_acks, with the other successes of the batch
+        self._acks.append((item.id, attempt))
+
+    def _flush_acks(self) -> None:
+        """Record the successes not yet recorded: one statement per attempt number
+        (nearly always one), ``WHERE id = ANY(:ids)`` on PostgreSQL, ``IN`` elsewhere."""
+        if not self._acks:
+            return
         from .outbox import utcnow
 
         if self._ack is None:
-            from sqlalchemy import bindparam, update
+            self._ack = self._ack_statement()
+        by_attempt: dict[int, list[int]] = {}
+        for delivery_id, attempt in self._acks:
+            by_attempt.setdefault(attempt, []).append(delivery_id)
+        now = utcnow()
+        for attempt, ids in by_attempt.items():
+            self._write(self._ack, {"ids": ids, "attempt": attempt, "now": now})
+        self.stats.delivered += len(self._acks)
+        self._acks.clear()
 
-            from .outbox import DELIVERED
-            from .outbox import deliveries as d
+    def _ack_statement(self) -> Any:
+        from sqlalchemy import BigInteger, any_, bindparam, update
+        from sqlalchemy.dialects.postgresql import ARRAY
 
-            # built once: this runs for every delivery
-            self._ack = update(d).where(d.c.id == bindparam("delivery_id")).values(
-                state=DELIVERED, attempts=bindparam("attempt"), claimed_until=None,
-                claimed_by=None, updated_at=bindparam("now"),
-            )
-        self._write(self._ack, {"delivery_id": item.id, "attempt": attempt, "now": utcnow()})
-        self.stats.delivered += 1
+        from .outbox import DELIVERED
+        from .outbox import deliveries as d
+
+        if self.engine.dialect.name == "postgresql":
+            # one array parameter: the same statement text whatever the batch size
+            # (psycopg prepares it once)
+            where = d.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+        else:
+            where = d.c.id.in_(bindparam("ids", expanding=True))
+        return update(d).where(where).values(
+            state=DELIVERED, attempts=bindparam("attempt"), claimed_until=None,
+            claimed_by=None, updated_at=bindparam("now"),
+        )
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential,

@@ -241,8 +241,14 @@ def test_no_loss_when_the_host_dies_right_after_its_last_commit(app_env, db, tmp
 def test_a_worker_killed_mid_batch_loses_nothing(app_env, db, tmp_path):
     run_app(app_env, tmp_path, "register", "60")
     flag = tmp_path / "blocked"
-    first = worker(app_env, tmp_path, "--batch", "20", OUTBOX_BLOCK_AT="m25@example.com",
-                   OUTBOX_BLOCKED_FLAG=str(flag))
+    batch, blocked_event = 20, 25
+    # Successes are acknowledged at the end of each batch (or after ACK_INTERVAL, set
+    # long here so that the count below is exact): batches of 20 deliveries (10 events,
+    # each to welcome then audit) are claimed in id order, so the worker dies in its
+    # third batch after 2 * 25 - 40 = 10 unacknowledged deliveries, calling the 11th.
+    first = worker(app_env, tmp_path, "--batch", str(batch),
+                   OUTBOX_BLOCK_AT=f"m{blocked_event}@example.com",
+                   OUTBOX_BLOCKED_FLAG=str(flag), SIGNALBUS_OUTBOX_ACK_INTERVAL="600")
     deadline = time.monotonic() + 60
     while not flag.exists():
         assert first.poll() is None, first.communicate()[1]
@@ -251,18 +257,21 @@ def test_a_worker_killed_mid_batch_loses_nothing(app_env, db, tmp_path):
     first.send_signal(signal.SIGKILL)  # in the middle of its third batch
     first.communicate(timeout=30)
     assert first.returncode == -signal.SIGKILL
+    # in flight: claimed, called, not acknowledged (the calls since the last batch ended)
     in_flight = {(r.event_id, r.receiver) for r in received(app_env)} - delivered_pairs(db)
-    assert len(in_flight) == 1  # the blocked call: it ran, its result was never recorded
+    acknowledged = 2 * blocked_event // batch * batch
+    assert len(delivered_pairs(db)) == acknowledged
+    assert len(in_flight) == 2 * blocked_event - acknowledged + 1
     left_claimed = scalar(db, "SELECT count(*) FROM signalbus_deliveries "
                               "WHERE state = 'pending' AND claimed_by IS NOT NULL")
-    assert left_claimed > 1  # the rest of its batch, until the lease expires
+    assert left_claimed == batch  # its whole batch, until the lease expires
 
     time.sleep(float(app_env["SIGNALBUS_OUTBOX_LEASE"]) + 0.2)
     finish(worker(app_env, tmp_path, "--once"))
     got = pairs(app_env)
     assert len(got) == 120  # every (event, receiver) pair at least once
     repeats = {pair: n for pair, n in got.items() if n > 1}
-    assert repeats == dict.fromkeys(in_flight, 2)  # only the in-flight one, once more
+    assert repeats == dict.fromkeys(in_flight, 2)  # only the in-flight ones, once more
     assert scalar(db, "SELECT count(*) FROM signalbus_deliveries WHERE state <> 'delivered'") == 0
 
 
