@@ -69,6 +69,7 @@ from .cli import cli
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.sql import Select
     from sqlalchemy.sql.elements import ColumnElement
 
     from .bus import Runtime
@@ -287,6 +288,9 @@ class Worker:
                 # the last ones in a crash, those deliveries are made again, which
                 # at-least-once allows. Receivers' own transactions are not affected.
                 conn.exec_driver_sql("SET synchronous_commit TO off")
+                # The claim's plan, whatever the statistics (see _claim_statement).
+                conn.exec_driver_sql("SET enable_sort TO off")
+                conn.exec_driver_sql("SET enable_bitmapscan TO off")
                 conn.commit()
             self._conn = conn
         return self._conn
@@ -318,7 +322,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 if self._conn.dialect.name == "postgresql":
                     self._conn.rollback()
-                    self._conn.exec_driver_sql("RESET synchronous_commit")
+                    for setting in ("synchronous_commit", "enable_sort", "enable_bitmapscan"):
+                        self._conn.exec_driver_sql(f"RESET {setting}")
                     self._conn.commit()
                 self._conn.close()
             self._conn = None
@@ -360,64 +365,69 @@ class Worker:
         return len(claimed)
 
     def _claim(self, conn: Connection, now: dt.datetime) -> list[_Claimed]:
-        """Claim up to a batch of due deliveries, each the oldest pending one of its row
-        for its receiver, inside the caller's transaction.
+        """Claim up to a batch of due deliveries (:meth:`_claim_statement`) inside the
+        caller's transaction, and write the lease on them."""
+        from sqlalchemy import update
 
-        Three simple statements rather than one with an anti-join, so that the plan
-        stays right on a table without statistics: lock due candidates in id order
-        (``SKIP LOCKED``), find which of them head their (receiver, row) chain, write the
-        lease on those. Candidates that wait behind an earlier delivery are left (their
-        locks go with the transaction); a few more pages are read when a whole page waits.
+        from .outbox import deliveries as d
+
+        claimed = [_Claimed(*row) for row in conn.execute(self._claim_statement(now))]
+        if claimed:
+            # the rows are locked by this transaction: no condition to check again
+            conn.execute(
+                update(d).where(self._ids_match([c.id for c in claimed]))
+                .values(claimed_until=now + dt.timedelta(seconds=self.settings.lease),
+                        claimed_by=self.name)
+            )
+        return claimed
+
+    def _claim_statement(self, now: dt.datetime) -> Select[Any]:
+        """The ``SELECT … FOR UPDATE SKIP LOCKED`` of a claim: up to a batch of due
+        deliveries, each the oldest pending one of its row for its receiver (the head
+        of its chain), in id order.
+
+        It walks the pending deliveries in id order through the partial index
+        ``ix_signalbus_deliveries_pending`` and keeps the due ones that head their
+        (receiver, row) chain -- checked per row by a correlated ``min(id)``, which the
+        partial index ``ix_signalbus_deliveries_row`` answers with one probe -- until it
+        has a batch. Its cost is the rows walked, not the backlog: a batch's worth, plus
+        the due deliveries that wait behind a head that is claimed or waiting for a
+        retry. On PostgreSQL the worker's connection turns sorts and bitmap scans off,
+        the only other plans, which read every pending row: without statistics (a table
+        just filled, before autovacuum has analyzed it) the planner believes pending
+        rows are few and would otherwise fetch and sort them all for every batch.
         """
-        from sqlalchemy import func, or_, select, update
+        from sqlalchemy import func, or_, select
 
         from .outbox import PENDING, deliveries
 
         d = deliveries
-        due = (d.c.state == PENDING, d.c.next_attempt_at <= now,
-               or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now))
-        limit = self.settings.batch
-        chosen: list[int] = []
-        after = 0
-        for _page in range(5):
-            page = conn.execute(
-                select(d.c.id, d.c.receiver, d.c.row_key)
-                .where(*due, d.c.id > after)
-                .order_by(d.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not page:
-                break
-            after = page[-1].id
-            keyed = [row for row in page if row.row_key is not None]
-            heads: dict[tuple[str, str], int] = {}
-            if keyed:
-                for receiver, key, first in conn.execute(
-                    select(d.c.receiver, d.c.row_key, func.min(d.c.id))
-                    .where(d.c.state == PENDING,
-                           d.c.receiver.in_({row.receiver for row in keyed}),
-                           d.c.row_key.in_({row.row_key for row in keyed}))
-                    .group_by(d.c.receiver, d.c.row_key)
-                ):
-                    heads[(receiver, key)] = first
-            for row in page:
-                if row.row_key is None or heads.get((row.receiver, row.row_key)) == row.id:
-                    chosen.append(row.id)
-                    if len(chosen) == limit:
-                        break
-            if len(chosen) == limit or len(page) < limit:
-                break
-        if not chosen:
-            return []
-        claim = (
-            update(d)
-            .where(d.c.id.in_(chosen), *due)
-            .values(claimed_until=now + dt.timedelta(seconds=self.settings.lease),
-                    claimed_by=self.name)
-            .returning(d.c.id, d.c.event_id, d.c.receiver, d.c.signal, d.c.attempts)
+        earlier = d.alias("earlier")
+        head = (select(func.min(earlier.c.id))
+                .where(earlier.c.state == PENDING, earlier.c.receiver == d.c.receiver,
+                       earlier.c.row_key == d.c.row_key)
+                .scalar_subquery())
+        return (
+            select(d.c.id, d.c.event_id, d.c.receiver, d.c.signal, d.c.attempts)
+            .where(d.c.state == PENDING, d.c.next_attempt_at <= now,
+                   or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now),
+                   or_(d.c.row_key.is_(None), d.c.id == head))
+            .order_by(d.c.id)
+            .limit(self.settings.batch)
+            .with_for_update(skip_locked=True)
         )
-        return sorted((_Claimed(*row) for row in conn.execute(claim)), key=lambda c: c.id)
+
+    def _ids_match(self, ids: Sequence[int]) -> ColumnElement[bool]:
+        """``deliveries.id`` in ``ids``: ``= ANY(array)`` on PostgreSQL (one parameter,
+        one statement text), ``IN (…)`` elsewhere."""
+        from sqlalchemy import BigInteger, any_, literal
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        from .outbox import deliveries as d
+
+        if self.engine.dialect.name == "postgresql":
+            return d.c.id == any_(literal(list(ids), ARRAY(BigInteger)))
+        return d.c.id.in_(ids)
 
     def _deliver_batch(self, claimed: Sequence[_Claimed],
                        payloads: dict[str, dict[str, Any]], leased_at: float) -> None:
