@@ -123,6 +123,8 @@ metadata = MetaData()
 """The :class:`~sqlalchemy.MetaData` holding the outbox tables (give it to Alembic)."""
 
 _PENDING_ONLY = text("state = 'pending'")
+_SETTLED_ONLY = text("state <> 'pending'")
+_DUE_ORDER = text("state = 'pending' AND next_attempt_at IS NOT NULL")
 
 # SQLite gives auto-increment ids only to an INTEGER PRIMARY KEY.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -167,13 +169,20 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("event_id", "receiver", name="uq_signalbus_deliveries_event_receiver"),
     # what a worker claims: pending deliveries, oldest first (read in index order, so
-    # that a claim stops after its batch however long the backlog)
+    # that a claim stops after its batch however long the backlog). The claim's
+    # "next_attempt_at <= now" implies the extra term of the predicate; the per-row
+    # probe of the claim does not, so that it can only use the index below.
     Index("ix_signalbus_deliveries_pending", "id",
-          postgresql_where=_PENDING_ONLY, sqlite_where=_PENDING_ONLY),
+          postgresql_where=_DUE_ORDER, sqlite_where=_DUE_ORDER),
     # the per-row order check: an earlier pending delivery of the same row and receiver
     Index("ix_signalbus_deliveries_row", "receiver", "row_key", "id",
           postgresql_where=_PENDING_ONLY, sqlite_where=_PENDING_ONLY),
-    Index("ix_signalbus_deliveries_state_updated", "state", "updated_at"),
+    # purge and status: delivered and dead ones by age. Not for pending ones, so that
+    # the claim's per-row probe has ix_signalbus_deliveries_row alone to choose from
+    # (with stale statistics that say pending rows are rare, the planner would
+    # otherwise take this index and filter every pending row, for every row claimed)
+    Index("ix_signalbus_deliveries_state_updated", "state", "updated_at",
+          postgresql_where=_SETTLED_ONLY, sqlite_where=_SETTLED_ONLY),
     # (the unique constraint's index serves lookups by event_id)
     comment="signalbus outbox: one row per (event, receiver)",
     # room on each page, so that writing a lease (no indexed column) is a HOT update

@@ -105,6 +105,11 @@ class WorkerStats:
         return dataclasses.asdict(self)
 
 
+_CLAIM_PLAN = ("enable_sort", "enable_bitmapscan")
+"""Plan types the worker's own connection turns off on PostgreSQL (see
+:meth:`Worker._claim_statement`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _Claimed:
     id: int
@@ -289,8 +294,8 @@ class Worker:
                 # at-least-once allows. Receivers' own transactions are not affected.
                 conn.exec_driver_sql("SET synchronous_commit TO off")
                 # The claim's plan, whatever the statistics (see _claim_statement).
-                conn.exec_driver_sql("SET enable_sort TO off")
-                conn.exec_driver_sql("SET enable_bitmapscan TO off")
+                for setting in _CLAIM_PLAN:
+                    conn.exec_driver_sql(f"SET {setting} TO off")
                 conn.commit()
             self._conn = conn
         return self._conn
@@ -322,7 +327,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 if self._conn.dialect.name == "postgresql":
                     self._conn.rollback()
-                    for setting in ("synchronous_commit", "enable_sort", "enable_bitmapscan"):
+                    for setting in ("synchronous_commit", *_CLAIM_PLAN):
                         self._conn.exec_driver_sql(f"RESET {setting}")
                     self._conn.commit()
                 self._conn.close()
@@ -388,30 +393,36 @@ class Worker:
 
         It walks the pending deliveries in id order through the partial index
         ``ix_signalbus_deliveries_pending`` and keeps the due ones that head their
-        (receiver, row) chain -- checked per row by a correlated ``min(id)``, which the
-        partial index ``ix_signalbus_deliveries_row`` answers with one probe -- until it
-        has a batch. Its cost is the rows walked, not the backlog: a batch's worth, plus
-        the due deliveries that wait behind a head that is claimed or waiting for a
-        retry. On PostgreSQL the worker's connection turns sorts and bitmap scans off,
-        the only other plans, which read every pending row: without statistics (a table
-        just filled, before autovacuum has analyzed it) the planner believes pending
-        rows are few and would otherwise fetch and sort them all for every batch.
+        (receiver, row) chain -- no earlier pending delivery of the same chain, which
+        the partial index ``ix_signalbus_deliveries_row`` answers with one probe per row
+        -- until it has a batch. Its cost is the rows walked, not the backlog: a batch's
+        worth, plus the due deliveries that wait behind a head that is claimed or
+        waiting for a retry.
+
+        The plan must not depend on statistics, which are often missing (a table just
+        filled) or stale (analyzed while nearly every row was delivered, then a burst):
+        either way the planner believes pending rows are few. So the only index the
+        walk can use in id order is ``ix_signalbus_deliveries_pending``, and on
+        PostgreSQL the worker's connection turns off sorts and bitmap scans (which would
+        fetch and sort every pending row for each batch); the probe cannot use that
+        index (its predicate has a term the probe does not imply) nor the state/age
+        index (partial: settled rows only), which leaves ``ix_signalbus_deliveries_row``
+        (with a scan of the whole table the only, and much dearer, alternative).
+        ``tests/test_outbox_claim.py`` checks the plan with no and with stale statistics.
         """
-        from sqlalchemy import func, or_, select
+        from sqlalchemy import exists, or_, select
 
         from .outbox import PENDING, deliveries
 
         d = deliveries
         earlier = d.alias("earlier")
-        head = (select(func.min(earlier.c.id))
-                .where(earlier.c.state == PENDING, earlier.c.receiver == d.c.receiver,
-                       earlier.c.row_key == d.c.row_key)
-                .scalar_subquery())
+        head = ~exists().where(earlier.c.state == PENDING, earlier.c.receiver == d.c.receiver,
+                               earlier.c.row_key == d.c.row_key, earlier.c.id < d.c.id)
         return (
             select(d.c.id, d.c.event_id, d.c.receiver, d.c.signal, d.c.attempts)
             .where(d.c.state == PENDING, d.c.next_attempt_at <= now,
                    or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now),
-                   or_(d.c.row_key.is_(None), d.c.id == head))
+                   or_(d.c.row_key.is_(None), head))
             .order_by(d.c.id)
             .limit(self.settings.batch)
             .with_for_update(skip_locked=True)

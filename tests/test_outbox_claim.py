@@ -77,16 +77,30 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_the_claim_walks_the_pending_index_without_statistics(runtime, engine):
-    backlog(runtime, 1000, 3)  # 6,000 deliveries; the tables were never analyzed
+@pytest.mark.parametrize("statistics", ["none", "stale"])
+def test_the_claim_walks_a_batch_of_the_pending_index_whatever_the_statistics(
+        runtime, engine, statistics):
+    with engine.begin() as conn:  # the statistics are the test's to set
+        conn.execute(text("ALTER TABLE signalbus_deliveries SET (autovacuum_enabled = off)"))
+    if statistics == "stale":  # analyzed when every delivery was delivered; then a burst
+        backlog(runtime, 50, 1)
+        drain(runtime, engine=engine)
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE signalbus_deliveries"))
+        with runtime.session_factory() as s:
+            s.query(Entry).delete()
+            s.commit()
+    backlog(runtime, 1000, 3)  # 6,000 deliveries more
     worker = Worker(runtime, engine=engine, batch=50, listen=False, handle_signals=False)
     statement = worker._claim_statement(utcnow()).compile(engine)
     conn = worker.connection  # with the worker's own settings
     try:
         with conn.begin():
-            assert conn.execute(text(
-                "SELECT reltuples FROM pg_class WHERE relname = 'signalbus_deliveries'"
-            )).scalar() <= 0  # no statistics
+            known = conn.execute(text(
+                "SELECT most_common_vals::text FROM pg_stats WHERE schemaname = "
+                "current_schema() AND tablename = 'signalbus_deliveries' AND attname = 'state'"
+            )).scalars().all()
+            assert known == ([] if statistics == "none" else ["{delivered}"])
             raw = conn.exec_driver_sql(
                 f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", statement.params).scalar()
             conn.rollback()
@@ -95,12 +109,15 @@ def test_the_claim_walks_the_pending_index_without_statistics(runtime, engine):
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
     kinds = [node["Node Type"] for node in nodes(plan)]
     assert "Sort" not in kinds and "Bitmap Heap Scan" not in kinds, kinds
-    walk = [n for n in nodes(plan) if n.get("Index Name") == "ix_signalbus_deliveries_pending"]
-    assert len(walk) == 1 and walk[0]["Node Type"] == "Index Scan"
+    used = {n.get("Index Name"): n for n in nodes(plan) if "Index Name" in n}
+    assert set(used) == {"ix_signalbus_deliveries_pending", "ix_signalbus_deliveries_row"}
+    walk = used["ix_signalbus_deliveries_pending"]
     # the first 50 pending deliveries are the inserts' (each the head of its chain): the
     # walk stops there, out of 6,000
-    assert walk[0]["Actual Rows"] == 50
+    assert walk["Node Type"] == "Index Scan" and walk["Actual Rows"] == 50
     assert plan["Actual Rows"] == 50
+    probe = used["ix_signalbus_deliveries_row"]
+    assert probe["Actual Loops"] == 50  # one probe per row walked
 
 
 def test_chains_are_claimed_head_first_batch_after_batch(runtime, engine):
