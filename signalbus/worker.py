@@ -105,9 +105,19 @@ class WorkerStats:
         return dataclasses.asdict(self)
 
 
-_CLAIM_PLAN = ("enable_sort", "enable_bitmapscan")
-"""Plan types the worker's own connection turns off on PostgreSQL (see
-:meth:`Worker._claim_statement`)."""
+_SESSION = {
+    # Claims and results need not wait for the WAL flush: if the server loses the last
+    # ones in a crash, those deliveries are made again, which at-least-once allows.
+    # Receivers' own transactions are not affected.
+    "synchronous_commit": "off",
+    # The claim's plan, whatever the statistics (see Worker._claim_statement).
+    "enable_sort": "off",
+    "enable_bitmapscan": "off",
+    # The driver prepares statements run often; a generic plan made while the table
+    # was small (a seq scan) would be kept however large it grows.
+    "plan_cache_mode": "force_custom_plan",
+}
+"""Settings of the worker's own connections on PostgreSQL (reset when it closes them)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,13 +299,8 @@ class Worker:
         if self._conn is None:
             conn = self.engine.connect()
             if conn.dialect.name == "postgresql":
-                # Claims and results need not wait for the WAL flush: if the server loses
-                # the last ones in a crash, those deliveries are made again, which
-                # at-least-once allows. Receivers' own transactions are not affected.
-                conn.exec_driver_sql("SET synchronous_commit TO off")
-                # The claim's plan, whatever the statistics (see _claim_statement).
-                for setting in _CLAIM_PLAN:
-                    conn.exec_driver_sql(f"SET {setting} TO off")
+                for name, value in _SESSION.items():
+                    conn.exec_driver_sql(f"SET {name} TO {value}")
                 conn.commit()
             self._conn = conn
         return self._conn
@@ -304,7 +309,7 @@ class Worker:
         """Run one statement of the worker's bookkeeping and commit it; its rows.
 
         On PostgreSQL this is a single round trip on a connection of its own in
-        autocommit mode (a result is recorded per delivery, so this is the hot path).
+        autocommit mode.
         """
         if self.engine.dialect.name != "postgresql":
             with self.connection.begin():
@@ -312,7 +317,8 @@ class Worker:
                 return list(result) if result.returns_rows else []
         if self._auto is None:
             auto = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            auto.exec_driver_sql("SET synchronous_commit TO off")
+            for name, value in _SESSION.items():
+                auto.exec_driver_sql(f"SET {name} TO {value}")
             self._auto = auto
         result = self._auto.execute(statement, params)
         return list(result) if result.returns_rows else []
@@ -320,15 +326,16 @@ class Worker:
     def _close_connection(self) -> None:
         if self._auto is not None:
             with contextlib.suppress(Exception):
-                self._auto.exec_driver_sql("RESET synchronous_commit")
+                for name in _SESSION:
+                    self._auto.exec_driver_sql(f"RESET {name}")
                 self._auto.close()
             self._auto = None
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 if self._conn.dialect.name == "postgresql":
                     self._conn.rollback()
-                    for setting in ("synchronous_commit", *_CLAIM_PLAN):
-                        self._conn.exec_driver_sql(f"RESET {setting}")
+                    for name in _SESSION:
+                        self._conn.exec_driver_sql(f"RESET {name}")
                     self._conn.commit()
                 self._conn.close()
             self._conn = None
