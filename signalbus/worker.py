@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.elements import ColumnElement
 
     from .bus import Runtime
+    from .events import Event
     from .outbox import OutboxSettings
     from .signals import Receiver
 
@@ -192,7 +193,8 @@ class Worker:
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._conn: Connection | None = None
         self._auto: Connection | None = None
-        self._ack: Any = None
+        self._statements: dict[str, Any] = {}
+        self._events: dict[tuple[str, int], Event] = {}
         self._acks: list[tuple[int, int]] = []  # (delivery id, attempt) not yet recorded
         self._senders: dict[str, Any] = {}
         self._receivers: dict[tuple[str, Any], dict[str, Receiver]] = {}
@@ -352,9 +354,7 @@ class Worker:
 
     def run_batch(self) -> int:
         """Claim one batch and deliver it; the number of deliveries claimed."""
-        from sqlalchemy import select
-
-        from .outbox import events, utcnow
+        from .outbox import utcnow
 
         now = utcnow()
         conn = self.connection
@@ -365,35 +365,64 @@ class Worker:
                 return 0
             ids = sorted({c.event_id for c in claimed})
             payloads: dict[str, dict[str, Any]] = {
-                row.id: _json(row.payload)
-                for row in conn.execute(select(events.c.id, events.c.payload)
-                                        .where(events.c.id.in_(ids)))
+                event_id: _json(payload)
+                for event_id, payload in conn.execute(self._sql("payloads"), {"ids": ids}).all()
             }
         self.stats.batches += 1
         log.debug("signalbus worker %s claimed %d deliveries in %.3fs: ids %s", self.name,
                   len(claimed), time.monotonic() - started, [c.id for c in claimed])
         self._receivers.clear()
-        self._deliver_batch(claimed, payloads, started)
+        self._events.clear()
+        try:
+            self._deliver_batch(claimed, payloads, started)
+        finally:
+            self._events.clear()
         return len(claimed)
 
     def _claim(self, conn: Connection, now: dt.datetime) -> list[_Claimed]:
         """Claim up to a batch of due deliveries (:meth:`_claim_statement`) inside the
         caller's transaction, and write the lease on them."""
-        from sqlalchemy import update
-
-        from .outbox import deliveries as d
-
-        claimed = [_Claimed(*row) for row in conn.execute(self._claim_statement(now))]
+        claimed = [_Claimed(*row) for row in conn.execute(
+            self._sql("claim"), {"now": now, "batch": self.settings.batch}).all()]
         if claimed:
             # the rows are locked by this transaction: no condition to check again
-            conn.execute(
-                update(d).where(self._ids_match([c.id for c in claimed]))
-                .values(claimed_until=now + dt.timedelta(seconds=self.settings.lease),
-                        claimed_by=self.name)
-            )
+            conn.execute(self._sql("lease"), {
+                "ids": [c.id for c in claimed], "by": self.name,
+                "until": now + dt.timedelta(seconds=self.settings.lease),
+            })
         return claimed
 
-    def _claim_statement(self, now: dt.datetime) -> Select[Any]:
+    def _sql(self, name: str) -> Any:
+        """The statement ``name`` (``claim``, ``lease``, ``payloads``, ``ack``), built
+        once per worker: these run for every batch."""
+        try:
+            return self._statements[name]
+        except KeyError:
+            pass
+        from sqlalchemy import bindparam, select, update
+
+        from .outbox import DELIVERED, events
+        from .outbox import deliveries as d
+
+        if name == "claim":
+            statement: Any = self._claim_statement()
+        elif name == "lease":
+            statement = update(d).where(self._ids_in(d.c.id, "ids")).values(
+                claimed_until=bindparam("until"), claimed_by=bindparam("by"))
+        elif name == "payloads":
+            statement = select(events.c.id, events.c.payload).where(
+                self._ids_in(events.c.id, "ids"))
+        elif name == "ack":
+            statement = update(d).where(self._ids_in(d.c.id, "ids")).values(
+                state=DELIVERED, attempts=bindparam("attempt"), claimed_until=None,
+                claimed_by=None, updated_at=bindparam("now"),
+            )
+        else:
+            raise KeyError(name)
+        self._statements[name] = statement
+        return statement
+
+    def _claim_statement(self) -> Select[Any]:
         """The ``SELECT … FOR UPDATE SKIP LOCKED`` of a claim: up to a batch of due
         deliveries, each the oldest pending one of its row for its receiver (the head
         of its chain), in id order.
@@ -417,12 +446,13 @@ class Worker:
         (with a scan of the whole table the only, and much dearer, alternative).
         ``tests/test_outbox_claim.py`` checks the plan with no and with stale statistics.
         """
-        from sqlalchemy import exists, or_, select
+        from sqlalchemy import bindparam, exists, or_, select
 
         from .outbox import PENDING, deliveries
 
         d = deliveries
         earlier = d.alias("earlier")
+        now = bindparam("now", type_=d.c.next_attempt_at.type)
         head = ~exists().where(earlier.c.state == PENDING, earlier.c.receiver == d.c.receiver,
                                earlier.c.row_key == d.c.row_key, earlier.c.id < d.c.id)
         return (
@@ -431,21 +461,21 @@ class Worker:
                    or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now),
                    or_(d.c.row_key.is_(None), head))
             .order_by(d.c.id)
-            .limit(self.settings.batch)
+            .limit(bindparam("batch"))
             .with_for_update(skip_locked=True)
         )
 
-    def _ids_match(self, ids: Sequence[int]) -> ColumnElement[bool]:
-        """``deliveries.id`` in ``ids``: ``= ANY(array)`` on PostgreSQL (one parameter,
-        one statement text), ``IN (…)`` elsewhere."""
-        from sqlalchemy import BigInteger, any_, literal
+    def _ids_in(self, column: Any, name: str) -> ColumnElement[bool]:
+        """``column`` in the list given as parameter ``name``: ``= ANY(:name)`` on
+        PostgreSQL (one array parameter: one statement text, whatever the number),
+        ``IN (…)`` elsewhere."""
+        from sqlalchemy import BigInteger, Text, any_, bindparam
         from sqlalchemy.dialects.postgresql import ARRAY
 
-        from .outbox import deliveries as d
-
         if self.engine.dialect.name == "postgresql":
-            return d.c.id == any_(literal(list(ids), ARRAY(BigInteger)))
-        return d.c.id.in_(ids)
+            kind = BigInteger if isinstance(column.type, BigInteger) else Text
+            return column == any_(bindparam(name, type_=ARRAY(kind)))  # type: ignore[no-any-return]
+        return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
 
     def _deliver_batch(self, claimed: Sequence[_Claimed],
                        payloads: dict[str, dict[str, Any]], leased_at: float) -> None:
@@ -593,7 +623,10 @@ class Worker:
                 f"event {item.event_id} is not in the events table (was it purged?)"),
                 permanent=True)
             return
-        event = Event.from_dict({**payload, "attempt": attempt})
+        event = self._events.get((item.event_id, attempt))
+        if event is None:  # the receivers of one event share it, as inline
+            event = Event.from_dict({**payload, "attempt": attempt})
+            self._events[(item.event_id, attempt)] = event
         sender = self._sender(event.model)
         rec = self._receiver(item.signal, sender, item.receiver)
         if self._notified != item.event_id:
@@ -641,34 +674,14 @@ class Worker:
             return
         from .outbox import utcnow
 
-        if self._ack is None:
-            self._ack = self._ack_statement()
         by_attempt: dict[int, list[int]] = {}
         for delivery_id, attempt in self._acks:
             by_attempt.setdefault(attempt, []).append(delivery_id)
         now = utcnow()
         for attempt, ids in by_attempt.items():
-            self._write(self._ack, {"ids": ids, "attempt": attempt, "now": now})
+            self._write(self._sql("ack"), {"ids": ids, "attempt": attempt, "now": now})
         self.stats.delivered += len(self._acks)
         self._acks.clear()
-
-    def _ack_statement(self) -> Any:
-        from sqlalchemy import BigInteger, any_, bindparam, update
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        from .outbox import DELIVERED
-        from .outbox import deliveries as d
-
-        if self.engine.dialect.name == "postgresql":
-            # one array parameter: the same statement text whatever the batch size
-            # (psycopg prepares it once)
-            where = d.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
-        else:
-            where = d.c.id.in_(bindparam("ids", expanding=True))
-        return update(d).where(where).values(
-            state=DELIVERED, attempts=bindparam("attempt"), claimed_until=None,
-            claimed_by=None, updated_at=bindparam("now"),
-        )
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential,

@@ -92,7 +92,8 @@ def test_the_claim_walks_a_batch_of_the_pending_index_whatever_the_statistics(
             s.commit()
     backlog(runtime, 1000, 3)  # 6,000 deliveries more
     worker = Worker(runtime, engine=engine, batch=50, listen=False, handle_signals=False)
-    statement = worker._claim_statement(utcnow()).compile(engine)
+    compiled = worker._claim_statement().compile(engine)
+    params = compiled.construct_params({"now": utcnow(), "batch": 50})
     conn = worker.connection  # with the worker's own settings
     try:
         with conn.begin():
@@ -102,7 +103,7 @@ def test_the_claim_walks_a_batch_of_the_pending_index_whatever_the_statistics(
             )).scalars().all()
             assert known == ([] if statistics == "none" else ["{delivered}"])
             raw = conn.exec_driver_sql(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", statement.params).scalar()
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", params).scalar()
             conn.rollback()
     finally:
         worker._close_connection()
