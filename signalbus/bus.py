@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "SIGNALBUS_OUTBOX_POLL": 2.0,
     "SIGNALBUS_OUTBOX_NOTIFY": True,
     "SIGNALBUS_OUTBOX_CHANNEL": "signalbus",
+    "SIGNALBUS_OUTBOX_ACK_INTERVAL": 0.5,
 }
 """Every setting a bus reads, with its default (backends may add their own)."""
 
