@@ -58,8 +58,10 @@ def table(rows: Iterable[Row]) -> str:
             median = spread = "—"
         else:
             median = _figure(r.median, r.unit)
-            assert r.low is not None and r.high is not None
-            spread = f"{_figure(r.low, r.unit)} – {_figure(r.high, r.unit)}"
+            if r.low is None or r.high is None:
+                spread = "—"  # a single measurement: no spread to show
+            else:
+                spread = f"{_figure(r.low, r.unit)} – {_figure(r.high, r.unit)}"
         cells = (r.section, r.configuration, r.against, median, spread, r.target,
                  r.verdict, r.note)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
