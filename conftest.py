@@ -64,6 +64,16 @@ def pg_engine(**kwargs: Any) -> Engine:
     return engine
 
 
+def flask_sqlalchemy_config(database_url: str) -> dict[str, Any]:
+    """Flask-SQLAlchemy settings for a test database URL (PostgreSQL in this run's schema)."""
+    config: dict[str, Any] = {"SQLALCHEMY_DATABASE_URI": database_url}
+    if database_url.startswith("postgresql"):
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "connect_args": {"options": f"-csearch_path={PG_SCHEMA}"}
+        }
+    return config
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _pg_state.get("error") is None and "error" in _pg_state:
         try:
@@ -82,6 +92,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
         return f"sqlite:///{tmp_path / 'test.sqlite'}"
     require_postgres()
     return PG_URL
+
+
+@pytest.fixture
+def fsa_config(database_url: str) -> dict[str, Any]:
+    """:func:`flask_sqlalchemy_config` of :func:`database_url`."""
+    return flask_sqlalchemy_config(database_url)
 
 
 @pytest.fixture

@@ -119,15 +119,3 @@ class Recorder:
 def recorder() -> Recorder:
     return Recorder()
 
-
-@pytest.fixture
-def fsa_config(database_url: str) -> dict[str, Any]:
-    """Flask-SQLAlchemy settings for :func:`database_url` (PostgreSQL in this run's schema)."""
-    from conftest import PG_SCHEMA  # the root conftest
-
-    config: dict[str, Any] = {"SQLALCHEMY_DATABASE_URI": database_url}
-    if database_url.startswith("postgresql"):
-        config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={PG_SCHEMA}"}
-        }
-    return config

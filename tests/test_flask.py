@@ -28,15 +28,11 @@ class Account(db.Model):  # type: ignore[name-defined,misc]
 
 
 def make_app(database_url: str, **config) -> Flask:
-    from conftest import PG_SCHEMA  # the root conftest, on sys.path as rootdir
+    from conftest import flask_sqlalchemy_config  # the root conftest (rootdir on sys.path)
 
     app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
     app.config["SIGNALBUS_PLUGINS"] = []  # hermetic: not the plugins installed in the venv
-    if database_url.startswith("postgresql"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={PG_SCHEMA}"}
-        }
+    app.config.update(flask_sqlalchemy_config(database_url))
     app.config.update(config)
     db.init_app(app)
     with app.app_context():

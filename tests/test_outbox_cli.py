@@ -51,20 +51,16 @@ def picky(sender: Any, event: Event, **kw: Any) -> None:
 
 @pytest.fixture
 def app(database_url: str) -> Iterator[Flask]:
-    from conftest import PG_SCHEMA  # the root conftest, on sys.path as rootdir
+    from conftest import flask_sqlalchemy_config  # the root conftest (rootdir on sys.path)
 
     app = Flask(__name__)
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=database_url,
         SIGNALBUS_PLUGINS=[],
         SIGNALBUS_DELIVERY="outbox",
         SIGNALBUS_OUTBOX_MAX_ATTEMPTS=2,
         SIGNALBUS_OUTBOX_BACKOFF_BASE=0,
     )
-    if database_url.startswith("postgresql"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={PG_SCHEMA}"}
-        }
+    app.config.update(flask_sqlalchemy_config(database_url))
     db.init_app(app)
     with app.app_context():
         signalbus.sqlite.configure(db.engine)

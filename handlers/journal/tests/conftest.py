@@ -67,7 +67,7 @@ class Host:
 
 
 def build_host(database_url: str, tmp_path: Path, **config: Any) -> Host:
-    from conftest import PG_SCHEMA  # the root conftest, on sys.path as rootdir
+    from conftest import flask_sqlalchemy_config  # the root conftest (rootdir on sys.path)
 
     class Base(DeclarativeBase):
         pass
@@ -86,11 +86,7 @@ def build_host(database_url: str, tmp_path: Path, **config: Any) -> Host:
     signalbus.bind(User, "delete", "user_deleted")
 
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
-    if database_url.startswith("postgresql"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={PG_SCHEMA}"}
-        }
+    app.config.update(flask_sqlalchemy_config(database_url))
     app.config["SIGNALBUS_PLUGINS"] = ["journal"]
     app.config["SIGNALBUS_PLUGINS_STRICT"] = True
     app.config["SIGNALBUS_JOURNAL_DIR"] = str(tmp_path / "journal")

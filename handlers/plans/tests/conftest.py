@@ -73,7 +73,7 @@ class Host:
 
 
 def build_host(database_url: str, **config: Any) -> Host:
-    from conftest import PG_SCHEMA  # the root conftest, on sys.path as rootdir
+    from conftest import flask_sqlalchemy_config  # the root conftest (rootdir on sys.path)
 
     class Base(DeclarativeBase):
         pass
@@ -93,11 +93,7 @@ def build_host(database_url: str, **config: Any) -> Host:
     signalbus.bind(User, "delete", "user_deleted")
 
     app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
-    if database_url.startswith("postgresql"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={PG_SCHEMA}"}
-        }
+    app.config.update(flask_sqlalchemy_config(database_url))
     app.config["SIGNALBUS_PLUGINS"] = ["plans"]
     app.config["SIGNALBUS_PLUGINS_STRICT"] = True
     app.config["SIGNALBUS_PLANS"] = PLANS
