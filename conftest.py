@@ -74,6 +74,33 @@ def flask_sqlalchemy_config(database_url: str) -> dict[str, Any]:
     return config
 
 
+def start_host(app: Any, db: Any, *, fresh: bool = False) -> Any:
+    """Wire Flask-SQLAlchemy ``db`` into ``app``, create its tables (and the outbox's in
+    outbox mode; ``fresh`` drops leftovers first) and register a new ``SignalBus``.
+
+    A failing ``init_app`` (what plugin tests provoke) drops the tables again.
+    """
+    import signalbus.outbox
+
+    if app.config.get("SIGNALBUS_DELIVERY") == "outbox":
+        signalbus.outbox.include_in(db.metadata)
+    db.init_app(app)
+    with app.app_context():
+        signalbus.sqlite.configure(db.engine)
+        if fresh:
+            db.drop_all()
+        db.create_all()
+    bus = signalbus.SignalBus()
+    try:
+        bus.init_app(app, db=db)
+    except BaseException:
+        with app.app_context():
+            db.drop_all()
+            db.engine.dispose()
+        raise
+    return bus
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _pg_state.get("error") is None and "error" in _pg_state:
         try:

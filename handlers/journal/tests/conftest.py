@@ -67,7 +67,7 @@ class Host:
 
 
 def build_host(database_url: str, tmp_path: Path, **config: Any) -> Host:
-    from conftest import flask_sqlalchemy_config  # the root conftest (rootdir on sys.path)
+    from conftest import flask_sqlalchemy_config, start_host  # the root conftest
 
     class Base(DeclarativeBase):
         pass
@@ -91,21 +91,7 @@ def build_host(database_url: str, tmp_path: Path, **config: Any) -> Host:
     app.config["SIGNALBUS_PLUGINS_STRICT"] = True
     app.config["SIGNALBUS_JOURNAL_DIR"] = str(tmp_path / "journal")
     app.config.update(config)
-    if app.config.get("SIGNALBUS_DELIVERY") == "outbox":
-        signalbus.outbox.include_in(db.metadata)
-    db.init_app(app)
-    with app.app_context():
-        signalbus.sqlite.configure(db.engine)
-        db.drop_all()
-        db.create_all()
-    bus = signalbus.SignalBus()
-    try:
-        bus.init_app(app, db=db)
-    except BaseException:
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
-        raise
+    bus = start_host(app, db, fresh=True)
     directory = Path(signalbus_journal.journal_dir(app.config, app))
     return Host(app, db, User, bus, directory)
 

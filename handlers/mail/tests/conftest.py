@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 import signalbus
 import signalbus.outbox
 import signalbus.sqlite
+from conftest import start_host  # the root conftest (rootdir on sys.path)
 from signalbus.events import normalise_payload
 
 SENDER = "Signalbus <noreply@example.com>"
@@ -99,16 +100,9 @@ def make_host(app_root: Path, smtp_server: SMTPServer) -> Callable[..., Host]:
             email: Mapped[str]
             name: Mapped[str | None]
 
-        db.init_app(app)
-        with app.app_context():
-            signalbus.sqlite.configure(db.engine)
-            db.create_all()
-            if app.config.get("SIGNALBUS_DELIVERY") == "outbox":
-                signalbus.outbox.create_all(db.engine)
         signalbus.bind(User, "insert", "user_registered", fields=bind_fields)
         signalbus.signal("issue_raised")
-        bus = signalbus.SignalBus()
-        bus.init_app(app, db=db)
+        bus = start_host(app, db)
         return Host(app, db, User, bus)
 
     return make
