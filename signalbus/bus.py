@@ -20,9 +20,9 @@ import blinker
 
 from . import capture, signals
 from .bindings import registry
-from .delivery import Delivery, deliver_one
+from .delivery import deliver_one, run_receiver
 from .errors import ConfigurationError, PluginError
-from .events import Event, normalise_payload
+from .events import Event, Outgoing, normalise_payload
 from .plugins import PluginRecord, load_plugins
 from .signals import Receiver
 
@@ -117,9 +117,9 @@ class Backend(Protocol):
     name: str
     prepares: bool
 
-    def prepare(self, session: Session, events: list[Delivery]) -> None: ...
+    def prepare(self, session: Session, events: list[Outgoing]) -> None: ...
 
-    def committed(self, events: list[Delivery]) -> None: ...
+    def committed(self, events: list[Outgoing]) -> None: ...
 
     def emit(self, sender: Any, event: Event) -> None: ...
 
@@ -234,16 +234,16 @@ class Runtime:
 
     # sink (called by capture) -----------------------------------------------------------
 
-    def prepare(self, session: Session, events: list[Delivery]) -> None:
+    def prepare(self, session: Session, events: list[Outgoing]) -> None:
         self.backend.prepare(session, events)
 
-    def committed(self, events: list[Delivery]) -> None:
+    def committed(self, events: list[Outgoing]) -> None:
         self.backend.committed(events)
 
     def run_flush_phase(self, sender: type[Any], event: Event) -> None:
         # inside the flush: exceptions propagate and abort it, as Django's pre_save does
         for rec in self.receivers_for(event.signal, sender, flush=True):
-            rec.fn(sender, event=event)
+            run_receiver(rec, sender, event, propagate=True)
 
     def deliver(self, sender: Any, event: Event) -> list[tuple[Receiver, BaseException]]:
         """Run the receivers of one event now (used by workers)."""

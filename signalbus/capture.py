@@ -24,7 +24,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
@@ -36,17 +36,13 @@ from . import muting
 from .bindings import Binding, qualified_name, registry
 from .conditions import RowView
 from .errors import BindingError, ConfigurationError, UnserialisableValue
-from .events import _SCALARS, EMPTY, Event, FrozenDict, normalise
+from .events import _SCALARS, EMPTY, Event, FrozenDict, Outgoing, normalise
 
 __all__ = ["Frame", "Sink", "attach_session", "emit_into"]
 
 log = logging.getLogger("signalbus")
 
 KEY = "_signalbus"
-
-Delivery: TypeAlias = tuple[Any, Event]
-"""An event with its sender: the row's class, or ``None`` for an emitted event."""
-
 
 class Sink(Protocol):
     """What capture hands committed events to (implemented by the bus)."""
@@ -56,9 +52,9 @@ class Sink(Protocol):
     prepares: bool
     """Whether :meth:`prepare` must run inside the transaction before it commits."""
 
-    def prepare(self, session: Session, events: list[Delivery]) -> None: ...
+    def prepare(self, session: Session, events: list[Outgoing]) -> None: ...
 
-    def committed(self, events: list[Delivery]) -> None: ...
+    def committed(self, events: list[Outgoing]) -> None: ...
 
     def run_flush_phase(self, sender: type[Any], event: Event) -> None: ...
 
@@ -294,7 +290,7 @@ class Frame:
         self.sink = sink
         self.entries: dict[Any, RowChange | Emitted] = {}
         self.committed = False
-        self.prepared: list[Delivery] | None = None
+        self.prepared: list[Outgoing] | None = None
 
     def add(self, entry: RowChange | Emitted) -> None:
         prev = self.entries.get(entry.key)
@@ -312,9 +308,9 @@ class Frame:
         for entry in child.entries.values():
             self.add(entry)
 
-    def build(self) -> list[Delivery]:
+    def build(self) -> list[Outgoing]:
         """The events of this frame, in the order rows were first changed."""
-        out: list[Delivery] = []
+        out: list[Outgoing] = []
         ids = _ids(len(self.entries) * 2)
         redact = self.sink.redact
         for entry in self.entries.values():
@@ -337,7 +333,7 @@ def _ids(n: int) -> list[str]:
     ]
 
 
-def _row_events(rc: RowChange, plan: Plan, ids: list[str], out: list[Delivery]) -> None:
+def _row_events(rc: RowChange, plan: Plan, ids: list[str], out: list[Outgoing]) -> None:
     changed = rc.old.keys()
     if rc.op == "update" and not changed:
         return  # an update whose net change is empty sends nothing
@@ -559,7 +555,7 @@ def _run_flush_phase(st: SessionState, state: InstanceState[Any], op: str) -> No
     if muted is None:
         return
     rc = _snapshot(state, op, plan, dt.datetime.now(dt.UTC), muted)
-    out: list[Delivery] = []
+    out: list[Outgoing] = []
     if op == "insert":
         # pk is usually unknown before the insert
         rc.pk = tuple(state.dict.get(k) for k in plan.pk_keys)

@@ -17,21 +17,18 @@ import collections
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .errors import SignalBusError
-from .events import Event
+from .errors import Permanent, Retry, SignalBusError
+from .events import Event, Outgoing
 from .signals import Receiver
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-__all__ = ["Inline", "ReceiverCycle", "deliver_one"]
+__all__ = ["Inline", "Outcome", "ReceiverCycle", "deliver_one", "run_receiver"]
 
 log = logging.getLogger("signalbus")
-
-Delivery = tuple[Any, Event]
-
 
 class Target(Protocol):
     """What delivery needs of a bus: its receivers and its chain limit."""
@@ -65,9 +62,63 @@ def notify(sender: Any, event: Event) -> None:
         observer(sender, event)
 
 
-def call(receiver: Receiver, sender: Any, event: Event) -> Any:
-    """Run one receiver; its exception propagates."""
-    return receiver.fn(sender, event=event)
+class Outcome(NamedTuple):
+    """What one run of a receiver came to (see :func:`run_receiver`)."""
+
+    kind: str
+    """``"ok"``, ``"retry"`` (:class:`~signalbus.Retry`), ``"permanent"``
+    (:class:`~signalbus.Permanent`) or ``"error"`` (any other exception)."""
+    error: BaseException | None = None
+    after: float | None = None
+    """``Retry(after=...)``: the delay the receiver asked for, unchecked."""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+OK = Outcome("ok")
+
+
+def run_receiver(receiver: Receiver, sender: Any, event: Event, *,
+                 retries: bool = False, propagate: bool = False) -> Outcome:
+    """Run one receiver and classify how it ended; the one place a receiver is called.
+
+    Exception contract: an ``Exception`` never propagates; it is logged to the
+    ``signalbus`` logger (with the event id; a traceback unless the receiver said
+    ``Retry`` or ``Permanent``), reported to :data:`error_hooks` (the test plugin) unless
+    it is a ``Retry`` the caller will honour, and returned as an :class:`Outcome`.
+    ``retries`` says whether the caller retries and gives up (the outbox worker); where
+    it does not (inline delivery), ``Retry`` and ``Permanent`` are errors like any
+    other. With ``propagate`` (the flush phase) the exception propagates untouched and
+    aborts the flush, as an exception in Django's ``pre_save`` does.
+    """
+    if propagate:
+        receiver.fn(sender, event=event)
+        return OK
+    try:
+        receiver.fn(sender, event=event)
+    except (Retry, Permanent) as exc:
+        if not retries:  # inline: nothing to retry or give up on, an error like any other
+            return _failed(receiver, event, exc)
+        if isinstance(exc, Permanent):
+            log.error("receiver %s gave up on %s event %s (attempt %d): %s",
+                      receiver.name, event.signal, event.id, event.attempt, exc)
+            report_error(receiver, event, exc)
+            return Outcome("permanent", exc)
+        log.info("receiver %s asked to retry %s event %s (attempt %d): %s",
+                 receiver.name, event.signal, event.id, event.attempt, exc)
+        return Outcome("retry", exc, exc.after)
+    except Exception as exc:
+        return _failed(receiver, event, exc)
+    return OK
+
+
+def _failed(receiver: Receiver, event: Event, exc: Exception) -> Outcome:
+    log.error("receiver %s failed on %s event %s (attempt %d)",
+              receiver.name, event.signal, event.id, event.attempt, exc_info=True)
+    report_error(receiver, event, exc)
+    return Outcome("error", exc)
 
 
 def deliver_one(target: Target, sender: Any, event: Event,
@@ -83,15 +134,9 @@ def deliver_one(target: Target, sender: Any, event: Event,
     if receivers is None:
         receivers = target.receivers_for(event.signal, sender)
     for receiver in receivers:
-        try:
-            call(receiver, sender, event)
-        except Exception as exc:
-            log.error(
-                "receiver %s failed on %s event %s (attempt %d)",
-                receiver.name, event.signal, event.id, event.attempt, exc_info=True,
-            )
-            failures.append((receiver, exc))
-            report_error(receiver, event, exc)
+        outcome = run_receiver(receiver, sender, event)
+        if outcome.error is not None:
+            failures.append((receiver, outcome.error))
     return failures
 
 
@@ -117,7 +162,7 @@ class _Local(threading.local):
 _local = _Local()
 
 
-def run_inline(target: Target, events: Iterable[Delivery]) -> None:
+def run_inline(target: Target, events: Iterable[Outgoing]) -> None:
     """Deliver ``events`` now in this thread, breadth-first across nested commits."""
     local = _local
     current = local.current
@@ -170,10 +215,10 @@ class Inline:
     def __init__(self, target: Target) -> None:
         self.target = target
 
-    def prepare(self, session: Session, events: list[Delivery]) -> None:
+    def prepare(self, session: Session, events: list[Outgoing]) -> None:
         raise AssertionError("inline delivery stores nothing")
 
-    def committed(self, events: list[Delivery]) -> None:
+    def committed(self, events: list[Outgoing]) -> None:
         run_inline(self.target, events)
 
     def emit(self, sender: Any, event: Event) -> None:

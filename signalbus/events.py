@@ -32,11 +32,11 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 from .errors import UnserialisableValue
 
-__all__ = ["Event", "FrozenDict", "normalise"]
+__all__ = ["Event", "FrozenDict", "Outgoing", "normalise"]
 
 JSONValue = Any
 """A value made only of ``None``, bool, int, float, str, :class:`FrozenDict` and tuple."""
@@ -219,3 +219,8 @@ class Event:
             source=value.get("source", "orm"),
             attempt=value.get("attempt", 1),
         )
+
+
+Outgoing: TypeAlias = tuple[Any, Event]
+"""An event on its way to receivers, with its sender: the row's class, or ``None`` for an
+emitted event."""

@@ -84,14 +84,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from .errors import ConfigurationError
-from .events import Event
+from .events import Event, Outgoing
 from .signals import is_stable_name
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .bus import Runtime
-    from .delivery import Delivery
 
 __all__ = [
     "DEAD",
@@ -408,7 +407,7 @@ class Outbox:
             names.append(rec.name)
         return names
 
-    def rows(self, items: Iterable[Delivery], now: dt.datetime | None = None
+    def rows(self, items: Iterable[Outgoing], now: dt.datetime | None = None
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The ``events`` and ``deliveries`` rows of ``items``, in order."""
         now = now or utcnow()
@@ -434,7 +433,7 @@ class Outbox:
                 delivery_rows.append(new_delivery(event.id, name, event.signal, key, now))
         return event_rows, delivery_rows
 
-    def store(self, connection: Connection, items: Sequence[Delivery]) -> None:
+    def store(self, connection: Connection, items: Sequence[Outgoing]) -> None:
         """Insert the rows of ``items`` on ``connection`` (inside its transaction):
         one ``executemany`` per table, then ``pg_notify`` on PostgreSQL."""
         event_rows, delivery_rows = self.rows(items)
@@ -453,11 +452,11 @@ class Outbox:
 
     # the Backend protocol --------------------------------------------------------------
 
-    def prepare(self, session: Session, events: list[Delivery]) -> None:
+    def prepare(self, session: Session, events: list[Outgoing]) -> None:
         """Write the transaction's events inside it, right before its commit."""
         self.store(session.connection(), events)
 
-    def committed(self, events: list[Delivery]) -> None:
+    def committed(self, events: list[Outgoing]) -> None:
         """Nothing to do: the events were stored (and the NOTIFY queued) by :meth:`prepare`."""
 
     def emit(self, sender: Any, event: Event) -> None:

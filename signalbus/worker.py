@@ -614,7 +614,6 @@ class Worker:
 
     def _deliver(self, item: _Claimed, payload: dict[str, Any] | None) -> None:
         from . import delivery
-        from .errors import Permanent, Retry
         from .events import Event
 
         attempt = item.attempts + 1
@@ -642,25 +641,13 @@ class Worker:
             self._failed(item, attempt, exc)
             return
         with self._context():
-            try:
-                delivery.call(rec, sender, event)
-            except Retry as exc:
-                log.info("receiver %s asked to retry %s event %s (attempt %d): %s",
-                         rec.name, event.signal, event.id, attempt, exc)
-                self._failed(item, attempt, exc, after=exc.after)
-                return
-            except Permanent as exc:
-                log.error("receiver %s gave up on %s event %s (attempt %d): %s",
-                          rec.name, event.signal, event.id, attempt, exc)
-                delivery.report_error(rec, event, exc)
-                self._failed(item, attempt, exc, permanent=True)
-                return
-            except Exception as exc:
-                log.error("receiver %s failed on %s event %s (attempt %d)",
-                          rec.name, event.signal, event.id, attempt, exc_info=True)
-                delivery.report_error(rec, event, exc)
-                self._failed(item, attempt, exc)
-                return
+            outcome = delivery.run_receiver(rec, sender, event, retries=True)
+        if outcome.kind == "retry":
+            self._failed(item, attempt, outcome.error, after=outcome.after)  # type: ignore[arg-type]
+            return
+        if outcome.error is not None:
+            self._failed(item, attempt, outcome.error, permanent=outcome.kind == "permanent")
+            return
         self._succeeded(item, attempt)
 
     def _succeeded(self, item: _Claimed, attempt: int) -> None:
