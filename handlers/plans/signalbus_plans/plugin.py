@@ -71,7 +71,8 @@ class Settings:
     user_id_field: str
     """``SIGNALBUS_PLANS_USER_ID_FIELD``: the ``event.data`` field holding the user id."""
     default: str | None
-    """``SIGNALBUS_PLANS_DEFAULT``: the plan of a user whose plan field is empty."""
+    """``SIGNALBUS_PLANS_DEFAULT``: the plan of a user whose plan field is empty, or
+    missing from the event (a user model without a plan column)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -173,6 +174,8 @@ class Plans:
         """The plan named by ``event`` (or the default plan when the field is empty)."""
         s = self.settings
         if s.field not in event.data:
+            if s.default is not None:
+                return s.default  # a model without a plan column: everyone's plan
             raise signalbus.Permanent(
                 f"signalbus-plans: {event.signal!r} event {event.id} has no field "
                 f"{s.field!r} (SIGNALBUS_PLANS_FIELD) in its data; include it in the "
@@ -349,7 +352,8 @@ def setup(bus: PluginBus) -> None:
         bus.app.extensions[EXTENSION] = plans
     uid, field = settings.user_id_field, settings.field
     bus.requires({
-        "user_registered": {uid, field},
+        # with a default plan, a user model needs no plan column to be registered
+        "user_registered": {uid} if settings.default is not None else {uid, field},
         "user_plan_changed": {uid, field},
         "user_deleted": {uid},
     })
