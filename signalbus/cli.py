@@ -91,6 +91,26 @@ def list_command(as_json: bool) -> None:
             click.echo(f"    {detail}")
 
 
+@cli.command("catalog")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown",
+              show_default=True, help="Markdown for a docs site, or JSON for tools.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file instead of standard output.")
+@with_appcontext
+def catalog_command(fmt: str, output: str | None) -> None:
+    """Write the catalog of every signal: producers, payload fields, consumers."""
+    from . import catalog
+
+    data = catalog.build(_runtime())
+    text = (json.dumps(data, indent=2) + "\n" if fmt == "json"
+            else catalog.to_markdown(data))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
 def _load_command_modules() -> None:
     for name in COMMAND_MODULES:
         try:
