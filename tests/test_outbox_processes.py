@@ -167,7 +167,8 @@ def db(app_env: dict[str, str]) -> Engine:
             url, connect_args={"options": f"-csearch_path={app_env['OUTBOX_TEST_SCHEMA']}"})
     yield engine
     with engine.begin() as conn:
-        for table in ("signalbus_deliveries", "signalbus_events", "ob_proc_members"):
+        for table in ("signalbus_outbox_deliveries", "signalbus_outbox",
+                      "signalbus_outbox_schema", "ob_proc_members"):
             conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     engine.dispose()
 
@@ -229,7 +230,7 @@ def test_no_loss_when_the_host_dies_right_after_its_last_commit(app_env, db, tmp
     assert host.returncode == -signal.SIGKILL, host.stderr
     assert scalar(db, "SELECT count(*) FROM ob_proc_members") == 500
     assert received(app_env) == []  # nothing was delivered by the host
-    assert scalar(db, "SELECT count(*) FROM signalbus_events") == 500
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox") == 500
     stats = finish(worker(app_env, tmp_path, "--once"))
     assert stats["delivered"] == 1000
     got = pairs(app_env)
@@ -243,9 +244,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(app_env, db, tmp_path):
     flag = tmp_path / "blocked"
     batch, blocked_event = 20, 25
     # Successes are acknowledged at the end of each batch (or after ACK_INTERVAL, set
-    # long here so that the count below is exact): batches of 20 deliveries (10 events,
-    # each to welcome then audit) are claimed in id order, so the worker dies in its
-    # third batch after 2 * 25 - 40 = 10 unacknowledged deliveries, calling the 11th.
+    # long here so that the count below is exact): batches of 20 events (each to
+    # welcome then audit) are claimed in commit order, so the worker dies in its second
+    # batch after 5 events (10 deliveries) not acknowledged, calling the 11th.
     first = worker(app_env, tmp_path, "--batch", str(batch),
                    OUTBOX_BLOCK_AT=f"m{blocked_event}@example.com",
                    OUTBOX_BLOCKED_FLAG=str(flag), SIGNALBUS_OUTBOX_ACK_INTERVAL="600")
@@ -254,31 +255,38 @@ def test_a_worker_killed_mid_batch_loses_nothing(app_env, db, tmp_path):
         assert first.poll() is None, first.communicate()[1]
         assert time.monotonic() < deadline, "the receiver never blocked"
         time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)  # in the middle of its third batch
+    first.send_signal(signal.SIGKILL)  # in the middle of its second batch
     first.communicate(timeout=30)
     assert first.returncode == -signal.SIGKILL
     # in flight: claimed, called, not acknowledged (the calls since the last batch ended)
     in_flight = {(r.event_id, r.receiver) for r in received(app_env)} - delivered_pairs(db)
-    acknowledged = 2 * blocked_event // batch * batch
+    acknowledged = 2 * (blocked_event // batch * batch)
     assert len(delivered_pairs(db)) == acknowledged
     assert len(in_flight) == 2 * blocked_event - acknowledged + 1
-    left_claimed = scalar(db, "SELECT count(*) FROM signalbus_deliveries "
+    left_claimed = scalar(db, "SELECT count(*) FROM signalbus_outbox "
                               "WHERE state = 'pending' AND claimed_by IS NOT NULL")
     assert left_claimed == batch  # its whole batch, until the lease expires
 
-    time.sleep(float(app_env["SIGNALBUS_OUTBOX_LEASE"]) + 0.2)
+    time.sleep(float(app_env["SIGNALBUS_OUTBOX_LEASE"]) + 0.5)
     finish(worker(app_env, tmp_path, "--once"))
     got = pairs(app_env)
     assert len(got) == 120  # every (event, receiver) pair at least once
     repeats = {pair: n for pair, n in got.items() if n > 1}
     assert repeats == dict.fromkeys(in_flight, 2)  # only the in-flight ones, once more
-    assert scalar(db, "SELECT count(*) FROM signalbus_deliveries WHERE state <> 'delivered'") == 0
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox WHERE state <> 'done'") == 0
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox_deliveries") == 0
 
 
 def delivered_pairs(db: Engine) -> set[tuple[str, str]]:
+    """The (event, receiver) pairs the outbox records as delivered: every receiver of a
+    ``done`` event (none failed here), and delivered delivery rows."""
     with db.connect() as conn:
-        return {(r.event_id, r.receiver.removeprefix("app:")) for r in conn.execute(text(
-            "SELECT event_id, receiver FROM signalbus_deliveries WHERE state = 'delivered'"))}
+        done = [json.loads(p) if isinstance(p, str) else p for (p,) in conn.execute(text(
+            "SELECT payload FROM signalbus_outbox WHERE state = 'done'"))]
+        rows = {(r.event_id, r.receiver.removeprefix("app:")) for r in conn.execute(text(
+            "SELECT event_id, receiver FROM signalbus_outbox_deliveries "
+            "WHERE state = 'delivered'"))}
+    return rows | {(p["id"], name) for p in done for name in ("welcome", "audit")}
 
 
 def test_sigterm_finishes_the_current_delivery_and_releases_the_rest(app_env, db, tmp_path):
@@ -292,8 +300,10 @@ def test_sigterm_finishes_the_current_delivery_and_releases_the_rest(app_env, db
     proc.send_signal(signal.SIGTERM)
     stats = finish(proc, timeout=30)
     assert stats["released"] > 0
-    assert stats["delivered"] + stats["released"] == 80
-    assert scalar(db, "SELECT count(*) FROM signalbus_deliveries "
+    # the current event finishes (both its receivers), the other events are released
+    assert stats["delivered"] % 2 == 0
+    assert stats["delivered"] // 2 + stats["released"] == 40
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox "
                       "WHERE claimed_by IS NOT NULL") == 0  # nothing left claimed
     assert len(received(app_env)) == stats["delivered"]  # no call without its result recorded
     finish(worker(app_env, tmp_path, "--once"))  # no lease to wait for
@@ -312,8 +322,8 @@ def test_three_workers_share_5000_events_exactly_once_in_row_order(app_env, db, 
         started = time.monotonic()
         run_app(env, tmp_path, "versions", "1000", "5")  # 1,000 inserts, 4,000 updates
         deadline = time.monotonic() + 180
-        while scalar(db, "SELECT count(*) FROM signalbus_deliveries "
-                         "WHERE state = 'delivered'") < 15000:
+        while scalar(db, "SELECT count(*) FROM signalbus_outbox "
+                         "WHERE state = 'done'") < 5000:
             for proc in workers:
                 assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "the workers did not deliver everything"
@@ -327,7 +337,7 @@ def test_three_workers_share_5000_events_exactly_once_in_row_order(app_env, db, 
     log.info("3 workers delivered 15,000 deliveries of 5,000 events in %.1fs; per worker %s",
              elapsed, [s["delivered"] for s in stats])
     assert sum(s["delivered"] for s in stats) == 15000
-    assert scalar(db, "SELECT count(*) FROM signalbus_events") == 5000
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox") == 5000
     got = Counter((r.event_id, r.receiver) for r in rows)
     assert len(got) == 15000 and set(got.values()) == {1}  # every pair exactly once
     versions: dict[tuple[str, int], list[int]] = defaultdict(list)
