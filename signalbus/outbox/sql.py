@@ -80,6 +80,9 @@ SESSION = {
 """Settings of a worker's own connections on PostgreSQL (reset when it closes them)."""
 
 
+_SEP = "\x1f"
+
+
 def _ids_in(dialect: str, column: Any, name: str) -> ColumnElement[bool]:
     """``column`` in the list given as parameter ``name``: ``= ANY(:name)`` on PostgreSQL
     (one array parameter, one statement text whatever the number), ``IN`` elsewhere."""
@@ -105,10 +108,20 @@ def _statements(dialect: str) -> dict[str, Any]:
                or_(c.c.row_key.is_(None), head))
         .order_by(c.c.id).limit(bindparam("batch")).with_for_update(skip_locked=True)
     )
+    returned: list[Any] = [o.c.id, o.c.row_key, o.c.payload]
+    if dialect == "postgresql":
+        # the receivers with a pending delivery of the event's row, in the same round
+        # trip (SQLite renders a correlated subquery in RETURNING unqualified: see
+        # blocked(), run as a query of its own there)
+        bd = deliveries.alias("bd")
+        returned.append(
+            select(func.string_agg(bd.c.receiver, literal(_SEP, Text)))
+            .where(bd.c.state == PENDING, bd.c.row_key == o.c.row_key)
+            .scalar_subquery().label("blocked"))
     claim_events = (
         update(o).where(o.c.id.in_(pick.scalar_subquery()))
         .values(claimed_until=bindparam("until"), claimed_by=bindparam("by"))
-        .returning(o.c.id, o.c.row_key, o.c.payload)
+        .returning(*returned)
     )
 
     dc = deliveries.alias("dc")
@@ -173,12 +186,17 @@ def notify(conn: Connection, settings: OutboxSettings) -> None:
 
 
 def claim_events(conn: Connection, *, now: dt.datetime, until: dt.datetime, by: str,
-                 batch: int) -> list[Row[Any]]:
+                 batch: int) -> tuple[list[Row[Any]], set[tuple[str, str]]]:
     """Claim up to ``batch`` pending events heading their row's chain, lease them to
-    ``by`` until ``until``; rows ``(id, row_key, payload)`` in commit order."""
-    rows = _run(conn, "claim_events",
-                {"now": now, "until": until, "by": by, "batch": batch}).all()
-    return sorted(rows, key=lambda r: r.id)
+    ``by`` until ``until``. Returns their rows ``(id, row_key, payload, …)`` in commit
+    order, and :func:`blocked` for their rows (on PostgreSQL from the same statement)."""
+    rows = sorted(_run(conn, "claim_events",
+                       {"now": now, "until": until, "by": by, "batch": batch}).all(),
+                  key=lambda r: r.id)
+    if conn.dialect.name != "postgresql":
+        return rows, blocked(conn, {r.row_key for r in rows if r.row_key is not None})
+    held = {(r.row_key, name) for r in rows if r.blocked for name in r.blocked.split(_SEP)}
+    return rows, held
 
 
 def claim_deliveries(conn: Connection, *, now: dt.datetime, until: dt.datetime, by: str,
@@ -321,17 +339,17 @@ def release_all(conn: Connection, by: str) -> int:
 
 def next_due(conn: Connection, now: dt.datetime) -> dt.datetime | None:
     """The earliest future time work falls due: a retry's next attempt, or the end of a
-    lease of another worker; ``None`` if nothing is scheduled."""
+    lease of another worker; ``None`` if nothing is scheduled. One round trip."""
     o, d = outbox, deliveries
-    times = [
-        conn.execute(select(func.min(o.c.claimed_until))
-                     .where(o.c.state == PENDING, o.c.claimed_until > now)).scalar(),
-        *conn.execute(select(
-            func.min(d.c.next_attempt_at).filter(d.c.next_attempt_at > now),
-            func.min(d.c.claimed_until).filter(d.c.claimed_until > now),
-        ).where(d.c.state == PENDING)).one(),
-    ]
-    found = [t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in times if t is not None]
+    row = conn.execute(select(
+        select(func.min(o.c.claimed_until))
+        .where(o.c.state == PENDING, o.c.claimed_until > now).scalar_subquery(),
+        select(func.min(d.c.next_attempt_at))
+        .where(d.c.state == PENDING, d.c.next_attempt_at > now).scalar_subquery(),
+        select(func.min(d.c.claimed_until))
+        .where(d.c.state == PENDING, d.c.claimed_until > now).scalar_subquery(),
+    )).one()
+    found = [t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in row if t is not None]
     return min(found) if found else None
 
 

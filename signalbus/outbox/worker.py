@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import signal as signals_
 import socket
@@ -75,6 +76,9 @@ log = logging.getLogger("signalbus")
 T = TypeVar("T")
 
 _CONNECTION_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError)
+
+DELIVERIES_EVERY = 0.1
+"""Seconds between looks for due deliveries while events keep the worker busy."""
 
 
 @dataclasses.dataclass
@@ -192,6 +196,9 @@ class Worker:
         self._acked_at = 0.0
         self._senders: dict[str, Any] = {}
         self._receivers: dict[tuple[str, Any], list[Receiver]] = {}
+        self._ticker: _Ticker | None = None
+        self._deliveries_checked_at = -math.inf
+        self._found_deliveries = False
 
     # control ----------------------------------------------------------------------------
 
@@ -219,6 +226,8 @@ class Worker:
         try:
             if not self._wait_for_database(once):
                 return self.stats
+            if self.postgres:
+                self._ticker = _Ticker(self)
             if self.listen and not once:
                 self._wake = socket.socketpair()
                 for sock in self._wake:
@@ -257,6 +266,9 @@ class Worker:
                 if listener is None and self._wake is not None and not self._stop.is_set():
                     listener = open_listener(self.engine, self.settings.channel)
         finally:
+            if self._ticker is not None:
+                self._ticker.close()
+                self._ticker = None
             if listener is not None:
                 listener.close()
             if self._wake is not None:
@@ -393,10 +405,19 @@ class Worker:
         until = now + dt.timedelta(seconds=self.settings.lease)
         self._leased_at = time.monotonic()
         by, batch = self.name, self.settings.batch
-        events = self._write(lambda c: sql.claim_events(c, now=now, until=until, by=by,
-                                                        batch=batch))
-        drows = self._write(lambda c: sql.claim_deliveries(c, now=now, until=until, by=by,
-                                                           batch=batch))
+        events, blocked = self._write(lambda c: sql.claim_events(c, now=now, until=until,
+                                                                 by=by, batch=batch))
+        drows: list[Any] = []
+        started = time.monotonic()
+        # retries and queued deliveries: looked for whenever no event is waiting, and
+        # every DELIVERIES_EVERY seconds while events stream in (one round trip saved
+        # per batch)
+        if not events or self._found_deliveries or \
+                started - self._deliveries_checked_at >= DELIVERIES_EVERY:
+            drows = self._write(lambda c: sql.claim_deliveries(c, now=now, until=until,
+                                                               by=by, batch=batch))
+            self._deliveries_checked_at = started
+            self._found_deliveries = bool(drows)
         if not events and not drows:
             return 0
         self.stats.batches += 1
@@ -406,8 +427,6 @@ class Worker:
             jobs.extend(_Job("delivery", r.id, r.outbox_id, r.row_key, stored.get(r.outbox_id),
                              r.attempts + 1, r.receiver, r.signal, r.event_id) for r in drows)
         jobs.extend(_Job("event", r.id, r.id, r.row_key, r.payload) for r in events)
-        keys = {r.row_key for r in events if r.row_key is not None}
-        blocked = self._write(lambda c: sql.blocked(c, keys)) if keys else set()
         with self._lock:
             self._inflight_events = {r.id for r in events}
             self._inflight_deliveries = {r.id for r in drows}
@@ -416,12 +435,14 @@ class Worker:
         self._receivers.clear()
         log.debug("signalbus worker %s claimed %d events and %d deliveries", self.name,
                   len(events), len(drows))
-        ticker = _Ticker(self) if self.postgres else None
+        ticker = self._ticker
         try:
+            if ticker is not None:
+                ticker.active = True
             self._deliver_jobs(jobs, blocked, ticker)
         finally:
             if ticker is not None:
-                ticker.close()
+                ticker.active = False
             with self._lock:
                 self._inflight_events.clear()
                 self._inflight_deliveries.clear()
@@ -726,12 +747,13 @@ class Worker:
 
 
 class _Ticker:
-    """PostgreSQL: a thread that acknowledges successes every ``ACK_INTERVAL`` and renews
-    the lease every half lease while a batch is delivered, on a connection of its own
-    (so that a slow receiver delays neither)."""
+    """PostgreSQL: a thread, for the duration of :meth:`Worker.run`, that acknowledges
+    successes every ``ACK_INTERVAL`` and renews the lease every half lease while a batch
+    is delivered, on a connection of its own (so that a slow receiver delays neither)."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.active = False
         self.done = threading.Event()
         self.conn: Connection | None = None
         self.thread = threading.Thread(target=self._loop, name=f"signalbus-acks-{worker.name}",
@@ -743,6 +765,8 @@ class _Ticker:
         period = max(min(w.settings.ack_interval, w.settings.lease / 4), 0.02)
         failed = False
         while not self.done.wait(period):
+            if not self.active:
+                continue
             try:
                 if self.conn is None:
                     self.conn = w._open(autocommit=True)
@@ -767,7 +791,10 @@ class _Ticker:
         self.thread.join()
         if self.conn is not None:
             with contextlib.suppress(Exception):
+                for key in sql.SESSION:
+                    self.conn.exec_driver_sql(f"RESET {key}")
                 self.conn.close()
+            self.conn = None
 
 
 # entry points for code -----------------------------------------------------------------------
