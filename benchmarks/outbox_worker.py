@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.outbox_worker            # defaults below
     .venv/bin/python -m benchmarks.outbox_worker --commits 500 --events 20000
 
-* **Latency**: a :class:`signalbus.worker.Worker` runs in a thread, idle and
+* **Latency**: a :class:`signalbus.outbox.worker.Worker` runs in a thread, idle and
   ``LISTEN``\\ing, with a poll interval of a minute (so only the commit's ``NOTIFY`` can
   wake it in time). The main thread commits one row at a time and waits until its
   receiver has run; the latency is from the return of ``commit()`` to the start of the
@@ -38,7 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 import signalbus
 import signalbus.outbox
 from signalbus import Event
-from signalbus.worker import Worker
+from signalbus.outbox.worker import Worker
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SCHEMA = f"sb_bench_outbox_{os.getpid()}"

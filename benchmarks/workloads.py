@@ -224,7 +224,7 @@ class SignalbusOutbox(Workload):
         super().prepare(repeat, rows)
         with self.engine.begin() as conn:
             conn.execute(outbox.deliveries.delete())
-            conn.execute(outbox.events.delete())
+            conn.execute(outbox.outbox.delete())
 
 
 class Unbound(Workload):

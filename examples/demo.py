@@ -123,8 +123,8 @@ class Fired:
 
 
 def wait_for_workers(apps: list[Flask], timeout: float = 30.0) -> None:
-    """Until no delivery is pending in any app's outbox (outbox mode)."""
-    from signalbus.outbox import deliveries
+    """Until no event or delivery is pending in any app's outbox (outbox mode)."""
+    from signalbus.outbox import deliveries, outbox
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,9 +132,10 @@ def wait_for_workers(apps: list[Flask], timeout: float = 30.0) -> None:
         for app in apps:
             db = app.extensions["sqlalchemy"]
             with app.app_context(), db.engine.connect() as conn:
-                pending += conn.execute(
-                    select(deliveries.c.id).where(deliveries.c.state == "pending")
-                ).first() is not None
+                for table in (outbox, deliveries):
+                    pending += conn.execute(
+                        select(table.c.id).where(table.c.state == "pending")
+                    ).first() is not None
         if not pending:
             return
         time.sleep(0.1)
@@ -143,11 +144,11 @@ def wait_for_workers(apps: list[Flask], timeout: float = 30.0) -> None:
 
 def stored_events(app: Flask, label: str) -> list[tuple[str, Event]]:
     """What the outbox stored (outbox mode), in commit order."""
-    from signalbus.outbox import events
+    from signalbus.outbox import outbox
 
     db = app.extensions["sqlalchemy"]
     with app.app_context(), db.engine.connect() as conn:
-        rows = conn.execute(select(events.c.payload).order_by(events.c.occurred_at)).scalars()
+        rows = conn.execute(select(outbox.c.payload).order_by(outbox.c.id)).scalars()
         return [(label, Event.from_dict(p if isinstance(p, dict) else json.loads(p)))
                 for p in rows]
 
@@ -172,7 +173,7 @@ def run(delivery: str, database_url: str | None) -> int:
         workers = []
         if delivery == "outbox":
             import signalbus.outbox
-            from signalbus.worker import spawn
+            from signalbus.outbox.worker import spawn
 
             for app in (badgeyay, yvih):
                 with app.app_context():

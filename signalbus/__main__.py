@@ -1,7 +1,7 @@
 """``python -m signalbus …``: the ``signalbus`` command (``worker``, ``status``, …).
 
 ``python -m signalbus worker --app module:factory`` runs the outbox worker without
-Flask's CLI; :func:`signalbus.worker.spawn` starts it as a child process.
+Flask's CLI; :func:`signalbus.outbox.worker.spawn` starts it as a child process.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "SIGNALBUS_DISABLED_PLUGINS": (),
     "SIGNALBUS_PLUGINS_STRICT": False,
     "SIGNALBUS_MAX_DEPTH": 10,
-    # the outbox and its worker (signalbus.outbox, signalbus.worker)
+    # the outbox and its worker (signalbus.outbox)
     "SIGNALBUS_OUTBOX_BATCH": 100,
     "SIGNALBUS_OUTBOX_LEASE": 60.0,
     "SIGNALBUS_OUTBOX_BACKOFF_BASE": 2.0,

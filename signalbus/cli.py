@@ -1,24 +1,35 @@
 """``flask signalbus …`` (through the ``flask.commands`` entry point) and ``signalbus …``.
 
 This module is imported by Flask's CLI at start-up, so it imports nothing heavy at
-module level: the commands import what they need when they run. The delivery modes
-add their commands (``worker``, ``status``, …) to :data:`cli` from their own modules,
-listed in :data:`COMMAND_MODULES`; plugin packages add theirs through the
+module level: the commands import what they need when they run. The outbox commands
+(``worker``, ``status``, ``retry``, ``replay``, ``purge``) are thin: they parse options,
+call :mod:`signalbus.outbox.worker` or :mod:`signalbus.outbox.admin` and print what
+those return (redacted). Plugin packages add commands through the
 ``signalbus.commands`` entry point group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
-from typing import Any
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from .bus import Runtime
+
 __all__ = ["cli", "main"]
 
-COMMAND_MODULES = ("signalbus.worker",)
+COMMAND_MODULES: tuple[str, ...] = ()
 """Modules that add commands to the group when they exist."""
 
 cli = AppGroup("signalbus", help="Inspect signalbus and run its worker.")
@@ -109,6 +120,313 @@ def catalog_command(fmt: str, output: str | None) -> None:
     else:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+# the outbox commands ---------------------------------------------------------------
+
+def _import_target(path: str) -> Any:
+    """``module:attr`` imported (with the working directory on ``sys.path``, as Flask)."""
+    module_name, _, attr = path.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.ClickException(
+            f"cannot import {module_name!r} (from --app {path!r}): {exc}"
+        ) from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise click.ClickException(
+                f"module {module_name!r} has no attribute {attr!r} (from --app {path!r})."
+            ) from None
+    return obj
+
+
+def _load(ctx: click.Context, app_import: str | None) -> Runtime:
+    """The runtime the command works on."""
+    from .bus import Runtime, SignalBus
+    from .errors import ConfigurationError
+    from .outbox.worker import runtime_of
+
+    info = ctx.find_object(ScriptInfo)
+    path = app_import or (info.app_import_path if info is not None else None)
+    target: Any = None
+    if not app_import and info is not None and info._loaded_app is not None:
+        target = info.load_app()  # Flask's CLI has loaded it already
+    elif path and ":" in path and "(" not in path:
+        # our own lookup, which also accepts a plain-SQLAlchemy SignalBus or Runtime
+        target = _import_target(path)
+        if not isinstance(target, SignalBus | Runtime) and callable(target) \
+                and not hasattr(target, "extensions"):
+            target = target()
+    else:
+        if app_import or info is None:
+            info = ScriptInfo(app_import_path=app_import)
+        target = info.load_app()
+    try:
+        return runtime_of(target)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _opened(app_import: str | None) -> Iterator[Runtime]:
+    """The runtime of the command's app (in its app context), with signalbus's errors
+    (and database errors) turned into one redacted line."""
+    from sqlalchemy import exc as sa_exc
+
+    from .errors import ConfigurationError
+    from .redaction import redact
+
+    runtime = _load(click.get_current_context(), app_import)
+    context = runtime.app.app_context() if runtime.app is not None else contextlib.nullcontext()
+    with context:
+        try:
+            yield runtime
+        except ConfigurationError as exc:
+            raise click.ClickException(redact(str(exc))) from None
+        except sa_exc.DBAPIError as exc:
+            raise click.ClickException(
+                f"the database refused the command: {redact(str(exc.orig).strip())}"
+            ) from None
+
+
+def _engine(runtime: Runtime) -> Engine:
+    from .outbox import engine_of
+
+    return engine_of(runtime)
+
+
+def _settings(runtime: Runtime) -> Any:
+    from .outbox import OutboxSettings
+
+    return OutboxSettings.from_config(runtime.config)
+
+
+def _value(parse: Any, text: str, *args: Any, name: str) -> Any:
+    from .outbox.admin import BadValue
+
+    try:
+        return parse(text, *args)
+    except BadValue as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+_app_option = click.option(
+    "--app", "app_import", metavar="IMPORT", default=None,
+    help="The app: 'module:factory' (Flask app factory), 'module:app', or a plain "
+         "SQLAlchemy 'module:bus' (a SignalBus) or function returning one. Default: "
+         "Flask's --app / FLASK_APP.",
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _echo(text: str) -> None:
+    from .redaction import redact
+
+    click.echo(redact(text))
+
+
+def _echo_json(value: Any) -> None:
+    _echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+@cli.command("worker", with_appcontext=False)
+@click.option("--once", is_flag=True, help="Deliver everything due, then exit.")
+@click.option("--batch", type=click.IntRange(min=1), help="Events claimed at once.")
+@click.option("--poll", type=click.FloatRange(min=0.01, max=86400), help="Seconds between polls.")
+@click.option("--lease", type=click.FloatRange(min=0.1, max=86400), help="Seconds a claim lasts.")
+@click.option("--name", help="This worker's id in claimed_by (default host:pid).")
+@click.option("--no-listen", is_flag=True, help="Poll only; no PostgreSQL LISTEN.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@_json_option
+@_app_option
+def worker_command(once: bool, batch: int | None, poll: float | None, lease: float | None,
+                   name: str | None, no_listen: bool, log_level: str, as_json: bool,
+                   app_import: str | None) -> None:
+    """Deliver the outbox: run until SIGTERM/SIGINT, or with --once until nothing is due."""
+    from .outbox.worker import Worker
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("signalbus").setLevel(log_level.upper())
+    with _opened(app_import) as runtime:
+        delivery = runtime.config.get("SIGNALBUS_DELIVERY", "inline")
+        if delivery != "outbox":
+            raise click.ClickException(
+                f"SIGNALBUS_DELIVERY is {delivery!r}; the worker delivers the outbox. "
+                "Set SIGNALBUS_DELIVERY = 'outbox'."
+            )
+        engine = _engine(runtime)
+        worker = Worker(runtime, engine=engine, name=name, listen=not no_listen,
+                        batch=batch, poll=poll, lease=lease)
+        how = (f"LISTEN {worker.settings.channel!r}, " if worker.listen else "") + \
+            f"poll every {worker.settings.poll:g}s"
+        logging.getLogger("signalbus").info(
+            "signalbus worker %s started on %s (%s)", worker.name, engine.dialect.name,
+            "once" if once else how)
+        stats = worker.run(once=once)
+    if as_json:
+        _echo_json(stats.as_dict())
+    else:
+        _echo(f"signalbus worker {worker.name}: delivered {stats.delivered}, retrying "
+              f"{stats.retried}, dead {stats.dead}, released {stats.released}")
+
+
+@cli.command("status", with_appcontext=False)
+@_json_option
+@_app_option
+def status_command(as_json: bool, app_import: str | None) -> None:
+    """Show the outbox: events and deliveries per state and signal, the oldest pending,
+    the latest dead."""
+    from .outbox import admin
+
+    with _opened(app_import) as runtime:
+        report = admin.status(_engine(runtime))
+    if as_json:
+        _echo_json(report)
+        return
+    ev, de = report["events"], report["deliveries"]
+    lines = [
+        f"outbox ({report['database']}, schema {report['schema_version']}): "
+        f"{sum(ev.values())} events stored",
+        f"  events      pending {ev['pending']}  done {ev['done']}  dead {ev['dead']}",
+        f"  deliveries  pending {de['pending']}  delivered {de['delivered']}  dead {de['dead']}"
+        "  (rows of receivers tracked on their own: retries, replays)",
+        f"  due now {report['due']}, claimed by a worker {report['claimed']}, oldest pending: "
+        f"{_age(report['oldest_pending_age_seconds'])}",
+    ]
+    if report["signals"]:
+        width = max(len(s) for s in report["signals"])
+        lines.append(f"  {'signal'.ljust(width)}  {'pending':>8}  {'done':>8}  "
+                     f"{'retrying':>8}  {'dead':>6}")
+        for signal, c in report["signals"].items():
+            lines.append(f"  {signal.ljust(width)}  {c['pending']:>8}  {c['done']:>8}  "
+                         f"{c['retrying']:>8}  {c['dead']:>6}")
+    if report["dead"]:
+        lines.append("latest dead (signalbus retry --event ID to try again):")
+        for item in report["dead"]:
+            target = f" -> {item['receiver']}" if item["receiver"] else " (event row)"
+            lines.append(f"  {item['event_id']}  {item['signal']}{target}  after "
+                         f"{item['attempts']} attempt(s): {item['last_error']}")
+    _echo("\n".join(lines))
+
+
+@cli.command("retry", with_appcontext=False)
+@click.option("--all", "everything", is_flag=True, help="Every dead delivery and event.")
+@click.option("--event", "event_ids", multiple=True, metavar="ID", help="By event id.")
+@click.option("--signal", "signal_names", multiple=True, metavar="NAME", help="By signal.")
+@click.option("--receiver", "receivers", multiple=True, metavar="NAME",
+              help="Only deliveries to this receiver.")
+@click.option("--failed", is_flag=True,
+              help="Also deliveries waiting for their next attempt: make them due now.")
+@_json_option
+@_app_option
+def retry_command(everything: bool, event_ids: tuple[str, ...], signal_names: tuple[str, ...],
+                  receivers: tuple[str, ...], failed: bool, as_json: bool,
+                  app_import: str | None) -> None:
+    """Make dead deliveries (and dead events) pending again, with a fresh count of attempts."""
+    from .outbox import admin
+
+    if not (everything or event_ids or signal_names or receivers):
+        raise click.UsageError(
+            "say which dead deliveries to retry: --all, --event ID, --signal NAME or "
+            "--receiver NAME."
+        )
+    with _opened(app_import) as runtime:
+        counts = admin.retry(_engine(runtime), _settings(runtime), event_ids=event_ids,
+                             signals=signal_names, receivers=receivers, waiting=failed)
+    if as_json:
+        _echo_json({"retried": counts["deliveries"], "events": counts["events"],
+                    "due_now": counts["due_now"]})
+    else:
+        _echo(f"{counts['deliveries']} dead deliveries and {counts['events']} dead events are "
+              "pending again" + (f"; {counts['due_now']} waiting deliveries are due now"
+                                 if failed else "") + ".")
+
+
+@cli.command("replay", with_appcontext=False)
+@click.option("--signal", "signal_names", multiple=True, metavar="NAME", help="By signal.")
+@click.option("--since", metavar="WHEN", help="Events stored at or after WHEN "
+              "(ISO 8601, or a duration ago: 2h, 7d).")
+@click.option("--until", metavar="WHEN", help="Events stored before WHEN.")
+@click.option("--event", "event_ids", multiple=True, metavar="ID", help="By event id.")
+@click.option("--receiver", "receivers", multiple=True, metavar="NAME",
+              help="Only to this receiver (default: every receiver the signal has now).")
+@click.option("--all", "everything", is_flag=True, help="Every stored event (no filter).")
+@_json_option
+@_app_option
+def replay_command(signal_names: tuple[str, ...], since: str | None, until: str | None,
+                   event_ids: tuple[str, ...], receivers: tuple[str, ...], everything: bool,
+                   as_json: bool, app_import: str | None) -> None:
+    """Deliver stored events again, to the receivers their signals have now."""
+    from .outbox import admin, utcnow
+
+    if not (everything or signal_names or since or until or event_ids):
+        raise click.UsageError(
+            "say which events to replay: --signal NAME, --since/--until WHEN, --event ID, "
+            "or --all."
+        )
+    now = utcnow()
+    since_at = _value(admin.parse_when, since, now, name="--since") if since else None
+    until_at = _value(admin.parse_when, until, now, name="--until") if until else None
+    with _opened(app_import) as runtime, \
+            click.progressbar(length=1, label="replaying events", file=sys.stderr,
+                              show_pos=True) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        counts = admin.replay(runtime, _engine(runtime), _settings(runtime), signals=signal_names,
+                              since=since_at, until=until_at, event_ids=event_ids,
+                              receivers=receivers, progress=progress)
+    if as_json:
+        _echo_json(counts)
+    else:
+        _echo(f"replayed {counts['events']} events: {counts['reset'] + counts['inserted']} "
+              f"deliveries queued ({counts['inserted']} new, {counts['reset']} again), "
+              f"{counts['already_pending']} were still pending.")
+
+
+@cli.command("purge", with_appcontext=False)
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete delivered events and deliveries older than AGE: 7d, 12h, 3600.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@_json_option
+@_app_option
+def purge_command(older_than: str, dry_run: bool, as_json: bool, app_import: str | None) -> None:
+    """Delete delivered deliveries and settled events older than an age (pending and
+    dead ones are kept)."""
+    from .outbox import admin
+
+    age = _value(admin.parse_duration, older_than, name="--older-than")
+    with _opened(app_import) as runtime:
+        try:
+            result = admin.purge(_engine(runtime), age, dry_run=dry_run)
+        except admin.BadValue as exc:
+            raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    if as_json:
+        _echo_json(result)
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        _echo(f"{verb} {result['deliveries']} delivered deliveries and {result['events']} "
+              f"events settled before {result['before']}.")
 
 
 def _load_command_modules() -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .errors import Permanent, Retry, SignalBusError
 from .events import Event, Outgoing
+from .redaction import redact
 from .signals import Receiver
 
 if TYPE_CHECKING:
@@ -103,11 +104,11 @@ def run_receiver(receiver: Receiver, sender: Any, event: Event, *,
             return _failed(receiver, event, exc)
         if isinstance(exc, Permanent):
             log.error("receiver %s gave up on %s event %s (attempt %d): %s",
-                      receiver.name, event.signal, event.id, event.attempt, exc)
+                      receiver.name, event.signal, event.id, event.attempt, redact(str(exc)))
             report_error(receiver, event, exc)
             return Outcome("permanent", exc)
         log.info("receiver %s asked to retry %s event %s (attempt %d): %s",
-                 receiver.name, event.signal, event.id, event.attempt, exc)
+                 receiver.name, event.signal, event.id, event.attempt, redact(str(exc)))
         return Outcome("retry", exc, exc.after)
     except Exception as exc:
         return _failed(receiver, event, exc)
@@ -115,6 +116,7 @@ def run_receiver(receiver: Receiver, sender: Any, event: Event, *,
 
 
 def _failed(receiver: Receiver, event: Event, exc: Exception) -> Outcome:
+    # redacted, traceback included, by signalbus.redaction.LogFilter on this logger
     log.error("receiver %s failed on %s event %s (attempt %d)",
               receiver.name, event.signal, event.id, event.attempt, exc_info=True)
     report_error(receiver, event, exc)

@@ -105,16 +105,16 @@ def signalbus_drain() -> Callable[..., Any]:
     """Deliver the outbox with the real worker code, in the test's process and thread.
 
     Returns ``drain(target=None, **options)``, which runs
-    :func:`signalbus.worker.drain`: the worker loop, claiming and delivering batches
-    until nothing is due, then returns its :class:`~signalbus.worker.WorkerStats`.
+    :func:`signalbus.outbox.worker.drain`: the worker loop, claiming and delivering batches
+    until nothing is due, then returns its :class:`~signalbus.outbox.worker.WorkerStats`.
     ``target`` is the Flask app, :class:`~signalbus.SignalBus` or runtime (default:
     the current app's, else the default bus); ``options`` go to
-    :class:`~signalbus.worker.Worker` (``backoff_base=0`` makes retries due at once).
+    :class:`~signalbus.outbox.worker.Worker` (``backoff_base=0`` makes retries due at once).
     Receiver exceptions fail the test, as in inline mode.
     """
 
     def drain(target: Any = None, **options: Any) -> Any:
-        from .worker import drain as run
+        from .outbox.worker import drain as run
 
         return run(target, **options)
 

@@ -18,7 +18,7 @@ import signalbus.outbox
 import signalbus.sqlite
 from signalbus import Event, SignalBus
 from signalbus.cli import cli
-from signalbus.outbox import deliveries, events
+from signalbus.outbox import deliveries, outbox
 
 
 class Base(DeclarativeBase):
@@ -125,20 +125,25 @@ def test_status_counts_states_signals_and_the_dead(app):
     FAIL.add("b@example.com")
     join(app, "a@example.com", "b@example.com", "c@example.com")
     before = run_json(app, "status")
-    assert before["deliveries"] == {"pending": 6, "delivered": 0, "dead": 0}
-    assert before["due"] == 6 and before["events"] == 3
+    assert before["events"] == {"pending": 3, "done": 0, "dead": 0}
+    assert before["deliveries"] == {"pending": 0, "delivered": 0, "dead": 0}
+    assert before["due"] == 3 and before["claimed"] == 0
     assert before["oldest_pending_age_seconds"] >= 0
+    assert before["schema_version"] == signalbus.outbox.SCHEMA_VERSION
     run(app, "worker", "--once")
     after = run_json(app, "status")
-    assert after["deliveries"] == {"pending": 0, "delivered": 5, "dead": 1}
-    assert after["signals"] == {"ob_cli_joined": {"pending": 0, "delivered": 5, "dead": 1}}
+    assert after["events"] == {"pending": 0, "done": 3, "dead": 0}
+    assert after["deliveries"] == {"pending": 0, "delivered": 0, "dead": 1}
+    assert after["signals"] == {
+        "ob_cli_joined": {"pending": 0, "done": 3, "retrying": 0, "dead": 1}}
     assert after["oldest_pending_age_seconds"] is None
     (dead,) = after["dead"]
     assert (dead["receiver"], dead["attempts"], dead["last_error"]) == (
         f"{__name__}:picky", 2, "RuntimeError: no thanks, b@example.com")
     human = run(app, "status").stdout
-    assert "outbox (" in human and "3 events stored" in human
-    assert "dead       1" in human
+    assert "3 events stored" in human
+    assert "events      pending 0  done 3  dead 0" in human
+    assert "deliveries  pending 0  delivered 0  dead 1" in human
     assert "ob_cli_joined" in human
     assert "RuntimeError: no thanks, b@example.com" in human
 
@@ -151,7 +156,8 @@ def test_retry_brings_a_dead_delivery_back_and_it_succeeds(app):
     dead = run_json(app, "status")["dead"][0]
     FAIL.clear()  # the cause is fixed
     CALLS.clear()
-    assert run_json(app, "retry", "--event", dead["event_id"]) == {"retried": 1, "due_now": 0}
+    assert run_json(app, "retry", "--event", dead["event_id"]) == {
+        "retried": 1, "events": 0, "due_now": 0}
     with app.app_context():
         row = db.session.execute(select(deliveries).where(
             deliveries.c.event_id == dead["event_id"],
@@ -160,7 +166,7 @@ def test_retry_brings_a_dead_delivery_back_and_it_succeeds(app):
     run(app, "worker", "--once")
     assert [(name, e.data["email"], e.attempt) for name, e in CALLS] == [
         ("picky", "b@example.com", 1)]  # only the dead one: welcome is not repeated
-    assert run_json(app, "status")["deliveries"] == {"pending": 0, "delivered": 4, "dead": 0}
+    assert run_json(app, "status")["deliveries"] == {"pending": 0, "delivered": 1, "dead": 0}
 
 
 def test_retry_needs_a_selection(app):
@@ -175,16 +181,20 @@ def test_retry_by_signal_and_failed_ones_waiting(app):
     FAIL.add("a@example.com")
     join(app, "a@example.com")
     run(app, "worker", "--once")  # attempt 1 fails, attempt 2 fails: dead
-    assert run_json(app, "retry", "--signal", "other_signal") == {"retried": 0, "due_now": 0}
-    assert run_json(app, "retry", "--signal", "ob_cli_joined") == {"retried": 1, "due_now": 0}
+    assert run_json(app, "retry", "--signal", "other_signal") == {
+        "retried": 0, "events": 0, "due_now": 0}
+    assert run_json(app, "retry", "--signal", "ob_cli_joined") == {
+        "retried": 1, "events": 0, "due_now": 0}
     with app.app_context():  # make it wait for a later attempt
         db.session.execute(update(deliveries).values(
             next_attempt_at=signalbus.outbox.utcnow() + dt.timedelta(hours=1)))
         db.session.commit()
     assert run(app, "retry", "--all", "--failed").stdout == (
-        "0 dead deliveries are pending again; 1 waiting deliveries are due now.\n")
+        "0 dead deliveries and 0 dead events are pending again; 1 waiting deliveries are "
+        "due now.\n")
     assert run_json(app, "status")["due"] == 1
-    assert run(app, "retry", "--all").stdout == "0 dead deliveries are pending again.\n"
+    assert run(app, "retry", "--all").stdout == (
+        "0 dead deliveries and 0 dead events are pending again.\n")
 
 
 def test_replay_delivers_stored_events_again_with_progress(app):
@@ -194,7 +204,7 @@ def test_replay_delivers_stored_events_again_with_progress(app):
     CALLS.clear()
     result = run(app, "replay", "--signal", "ob_cli_joined", "--since", "1h", "--json")
     assert json.loads(result.stdout) == {
-        "events": 2, "inserted": 0, "reset": 4, "already_pending": 0}
+        "events": 2, "inserted": 4, "reset": 0, "already_pending": 0, "unreadable": 0}
     assert "replaying events" in result.stderr  # the progress bar
     run(app, "worker", "--once")
     assert [e.id for _, e in CALLS] == first_ids  # the same events, same ids
@@ -208,12 +218,15 @@ def test_replay_to_one_receiver_and_by_time_range(app):
     future = (signalbus.outbox.utcnow() + dt.timedelta(hours=1)).isoformat()
     assert run_json(app, "replay", "--since", future)["events"] == 0
     counts = run_json(app, "replay", "--all", "--receiver", f"{__name__}:welcome")
-    assert counts == {"events": 1, "inserted": 0, "reset": 1, "already_pending": 0}
+    assert counts == {"events": 1, "inserted": 1, "reset": 0, "already_pending": 0,
+                      "unreadable": 0}
     run(app, "worker", "--once")
     assert [name for name, _ in CALLS] == ["welcome"]
+    counts = run_json(app, "replay", "--all", "--receiver", f"{__name__}:welcome")
+    assert (counts["inserted"], counts["reset"]) == (0, 1)  # its row is queued again
     human = run(app, "replay", "--until", "2000-01-01").stdout
-    assert human == ("replayed 0 events: 0 deliveries queued (0 to receivers new to the "
-                     "event), 0 were still pending.\n")
+    assert human == ("replayed 0 events: 0 deliveries queued (0 new, 0 again), 0 were "
+                     "still pending.\n")
 
 
 def test_replay_reaches_a_receiver_connected_after_the_commit(app):
@@ -223,7 +236,10 @@ def test_replay_reaches_a_receiver_connected_after_the_commit(app):
     app.extensions["signalbus"].runtime(app).connect(
         "ob_cli_joined", welcome, name="tests:late-welcome")
     counts = run_json(app, "replay", "--all")
-    assert counts == {"events": 1, "inserted": 1, "reset": 2, "already_pending": 0}
+    assert counts == {"events": 1, "inserted": 3, "reset": 0, "already_pending": 0,
+                      "unreadable": 0}
+    run(app, "worker", "--once")
+    assert sorted(name for name, _ in CALLS) == ["picky", "welcome", "welcome"]
 
 
 def test_replay_needs_a_selection(app):
@@ -238,6 +254,9 @@ def test_purge_deletes_old_delivered_rows_only(app):
     FAIL.add("b@example.com")
     join(app, "a@example.com", "b@example.com")
     run(app, "worker", "--once")
+    run(app, "replay", "--event", run_json(app, "status")["dead"][0]["event_id"],
+        "--receiver", f"{__name__}:welcome")
+    run(app, "worker", "--once")  # b@'s welcome: a delivered delivery row
     join(app, "c@example.com")  # pending
     recent = run_json(app, "purge", "--older-than", "7d")
     assert (recent["deliveries"], recent["events"], recent["dry_run"]) == (0, 0, False)
@@ -245,17 +264,17 @@ def test_purge_deletes_old_delivered_rows_only(app):
     with app.app_context():  # make everything old
         old = signalbus.outbox.utcnow() - dt.timedelta(days=30)
         db.session.execute(update(deliveries).values(updated_at=old))
-        db.session.execute(update(events).values(created_at=old))
+        db.session.execute(update(outbox).values(settled_at=old))
         db.session.commit()
     dry = run_json(app, "purge", "--older-than", "7d", "--dry-run")
-    assert (dry["deliveries"], dry["events"], dry["dry_run"]) == (3, 1, True)
+    assert (dry["deliveries"], dry["events"], dry["dry_run"]) == (1, 1, True)
     done = run_json(app, "purge", "--older-than", "7d")
-    assert (done["deliveries"], done["events"]) == (3, 1)  # a@'s event had nothing left
+    assert (done["deliveries"], done["events"]) == (1, 1)  # a@'s event had nothing left
     left = run_json(app, "status")
-    assert left["events"] == 2  # b@ (a dead delivery) and c@ (pending)
-    assert left["deliveries"] == {"pending": 2, "delivered": 0, "dead": 1}
+    assert left["events"] == {"pending": 1, "done": 1, "dead": 0}  # c@, and b@ (dead picky)
+    assert left["deliveries"] == {"pending": 0, "delivered": 0, "dead": 1}
     assert run(app, "purge", "--older-than", "7d").stdout.startswith(
-        "deleted 0 delivered deliveries and 0 events older than ")
+        "deleted 0 delivered deliveries and 0 events settled before ")
 
 
 def test_purge_rejects_a_bad_age(app):
@@ -263,3 +282,61 @@ def test_purge_rejects_a_bad_age(app):
     assert result.exit_code == 2
     assert "'soon' is not a duration; write a number of seconds or e.g. 90s, 15m, 12h, 7d." \
         in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["purge", "--older-than", "9999999d"],
+    ["replay", "--since", "99999999999d"],
+    ["purge", "--older-than", "1e400"],
+])
+def test_absurd_durations_are_refused_clearly(app, args):
+    result = app.test_cli_runner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "is longer than 36500 days (100 years); give a shorter duration, e.g. 3650d." \
+        in result.output or "is not a duration" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["status"], ["retry", "--all"], ["replay", "--all"],
+                                     ["purge", "--older-than", "7d"], ["worker", "--once"]])
+def test_commands_on_a_database_without_the_tables_say_how_to_create_them(app, command):
+    with app.app_context():
+        signalbus.outbox.drop_all(db.engine)
+    result = app.test_cli_runner().invoke(cli, command)
+    assert result.exit_code == 1, result.output
+    assert "the signalbus outbox tables do not exist in this database. Create them with " \
+        "signalbus.outbox.create_all(engine)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_commands_on_another_schema_version_name_the_upgrade_step(app):
+    with app.app_context():
+        db.session.execute(update(signalbus.outbox.schema_version).values(version=1))
+        db.session.commit()
+    for command in (["status"], ["worker", "--once"]):
+        result = app.test_cli_runner().invoke(cli, command)
+        assert result.exit_code == 1, result.output
+        assert ("the signalbus outbox in this database has schema version 1; this signalbus "
+                f"needs version {signalbus.outbox.SCHEMA_VERSION}. Upgrade step: ") \
+            in result.output
+    with app.app_context():
+        db.session.execute(update(signalbus.outbox.schema_version).values(version=99))
+        db.session.commit()
+    result = app.test_cli_runner().invoke(cli, ["status"])
+    assert "upgrade signalbus in this process" in result.output
+
+
+@pytest.mark.signalbus_receiver_errors("log")
+def test_cli_output_is_redacted(app):
+    FAIL.add("b@example.com")
+    join(app, "b@example.com")
+    run(app, "worker", "--once")
+    with app.app_context():  # an error stored before redaction existed, or by hand
+        db.session.execute(update(deliveries).values(
+            last_error="HTTPError: POST https://hooks.example.com/services/T0/B0/s3cr3t "
+                       "?token=abc123 postgresql://bob:hunter2@db/app Bearer abcdefghijkl"))
+        db.session.commit()
+    for out in (run(app, "status").stdout, run(app, "status", "--json").stdout):
+        assert "hooks.example.com" in out
+        for secret in ("s3cr3t", "abc123", "hunter2", "abcdefghijkl", "services/T0"):
+            assert secret not in out, out

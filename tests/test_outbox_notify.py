@@ -21,7 +21,7 @@ import signalbus
 import signalbus.outbox
 from signalbus import Event
 from signalbus.bus import Runtime
-from signalbus.worker import Worker
+from signalbus.outbox.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -121,6 +122,26 @@ def main(argv):
                 s.add(Member(email=f"m{i}@example.com"))
                 s.commit()
             done += 1
+    elif command == "churn":  # N events, in commits of 1-20 changes: inserts, updates
+        import random
+        n, rng, made, ids = int(args[0]), random.Random(int(args[1])), 0, []
+        make()
+        while made < n:
+            with Session() as s:
+                new, touched = [], set()
+                for _ in range(min(rng.randint(1, 20), n - made)):
+                    old = [i for i in ids if i not in touched]
+                    if old and rng.random() < 0.6:
+                        pk = rng.choice(old)
+                        touched.add(pk)
+                        s.get(Member, pk).version += 1
+                    else:
+                        member = Member(email=f"c{made}@example.com")
+                        s.add(member)
+                        new.append(member)
+                    made += 1
+                s.commit()
+                ids += [m.id for m in new]
     elif command == "versions":  # N rows, then V-1 updates of every row (one commit each)
         n, versions = int(args[0]), int(args[1])
         make()
@@ -167,7 +188,8 @@ def db(app_env: dict[str, str]) -> Engine:
             url, connect_args={"options": f"-csearch_path={app_env['OUTBOX_TEST_SCHEMA']}"})
     yield engine
     with engine.begin() as conn:
-        for table in ("signalbus_deliveries", "signalbus_events", "ob_proc_members"):
+        for table in ("signalbus_outbox_deliveries", "signalbus_outbox",
+                      "signalbus_outbox_schema", "ob_proc_members"):
             conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     engine.dispose()
 
@@ -229,7 +251,7 @@ def test_no_loss_when_the_host_dies_right_after_its_last_commit(app_env, db, tmp
     assert host.returncode == -signal.SIGKILL, host.stderr
     assert scalar(db, "SELECT count(*) FROM ob_proc_members") == 500
     assert received(app_env) == []  # nothing was delivered by the host
-    assert scalar(db, "SELECT count(*) FROM signalbus_events") == 500
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox") == 500
     stats = finish(worker(app_env, tmp_path, "--once"))
     assert stats["delivered"] == 1000
     got = pairs(app_env)
@@ -243,9 +265,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(app_env, db, tmp_path):
     flag = tmp_path / "blocked"
     batch, blocked_event = 20, 25
     # Successes are acknowledged at the end of each batch (or after ACK_INTERVAL, set
-    # long here so that the count below is exact): batches of 20 deliveries (10 events,
-    # each to welcome then audit) are claimed in id order, so the worker dies in its
-    # third batch after 2 * 25 - 40 = 10 unacknowledged deliveries, calling the 11th.
+    # long here so that the count below is exact): batches of 20 events (each to
+    # welcome then audit) are claimed in commit order, so the worker dies in its second
+    # batch after 5 events (10 deliveries) not acknowledged, calling the 11th.
     first = worker(app_env, tmp_path, "--batch", str(batch),
                    OUTBOX_BLOCK_AT=f"m{blocked_event}@example.com",
                    OUTBOX_BLOCKED_FLAG=str(flag), SIGNALBUS_OUTBOX_ACK_INTERVAL="600")
@@ -254,31 +276,38 @@ def test_a_worker_killed_mid_batch_loses_nothing(app_env, db, tmp_path):
         assert first.poll() is None, first.communicate()[1]
         assert time.monotonic() < deadline, "the receiver never blocked"
         time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)  # in the middle of its third batch
+    first.send_signal(signal.SIGKILL)  # in the middle of its second batch
     first.communicate(timeout=30)
     assert first.returncode == -signal.SIGKILL
     # in flight: claimed, called, not acknowledged (the calls since the last batch ended)
     in_flight = {(r.event_id, r.receiver) for r in received(app_env)} - delivered_pairs(db)
-    acknowledged = 2 * blocked_event // batch * batch
+    acknowledged = 2 * (blocked_event // batch * batch)
     assert len(delivered_pairs(db)) == acknowledged
     assert len(in_flight) == 2 * blocked_event - acknowledged + 1
-    left_claimed = scalar(db, "SELECT count(*) FROM signalbus_deliveries "
+    left_claimed = scalar(db, "SELECT count(*) FROM signalbus_outbox "
                               "WHERE state = 'pending' AND claimed_by IS NOT NULL")
     assert left_claimed == batch  # its whole batch, until the lease expires
 
-    time.sleep(float(app_env["SIGNALBUS_OUTBOX_LEASE"]) + 0.2)
+    time.sleep(float(app_env["SIGNALBUS_OUTBOX_LEASE"]) + 0.5)
     finish(worker(app_env, tmp_path, "--once"))
     got = pairs(app_env)
     assert len(got) == 120  # every (event, receiver) pair at least once
     repeats = {pair: n for pair, n in got.items() if n > 1}
     assert repeats == dict.fromkeys(in_flight, 2)  # only the in-flight ones, once more
-    assert scalar(db, "SELECT count(*) FROM signalbus_deliveries WHERE state <> 'delivered'") == 0
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox WHERE state <> 'done'") == 0
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox_deliveries") == 0
 
 
 def delivered_pairs(db: Engine) -> set[tuple[str, str]]:
+    """The (event, receiver) pairs the outbox records as delivered: every receiver of a
+    ``done`` event (none failed here), and delivered delivery rows."""
     with db.connect() as conn:
-        return {(r.event_id, r.receiver.removeprefix("app:")) for r in conn.execute(text(
-            "SELECT event_id, receiver FROM signalbus_deliveries WHERE state = 'delivered'"))}
+        done = [json.loads(p) if isinstance(p, str) else p for (p,) in conn.execute(text(
+            "SELECT payload FROM signalbus_outbox WHERE state = 'done'"))]
+        rows = {(r.event_id, r.receiver.removeprefix("app:")) for r in conn.execute(text(
+            "SELECT event_id, receiver FROM signalbus_outbox_deliveries "
+            "WHERE state = 'delivered'"))}
+    return rows | {(p["id"], name) for p in done for name in ("welcome", "audit")}
 
 
 def test_sigterm_finishes_the_current_delivery_and_releases_the_rest(app_env, db, tmp_path):
@@ -292,8 +321,10 @@ def test_sigterm_finishes_the_current_delivery_and_releases_the_rest(app_env, db
     proc.send_signal(signal.SIGTERM)
     stats = finish(proc, timeout=30)
     assert stats["released"] > 0
-    assert stats["delivered"] + stats["released"] == 80
-    assert scalar(db, "SELECT count(*) FROM signalbus_deliveries "
+    # the current event finishes (both its receivers), the other events are released
+    assert stats["delivered"] % 2 == 0
+    assert stats["delivered"] // 2 + stats["released"] == 40
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox "
                       "WHERE claimed_by IS NOT NULL") == 0  # nothing left claimed
     assert len(received(app_env)) == stats["delivered"]  # no call without its result recorded
     finish(worker(app_env, tmp_path, "--once"))  # no lease to wait for
@@ -312,8 +343,8 @@ def test_three_workers_share_5000_events_exactly_once_in_row_order(app_env, db, 
         started = time.monotonic()
         run_app(env, tmp_path, "versions", "1000", "5")  # 1,000 inserts, 4,000 updates
         deadline = time.monotonic() + 180
-        while scalar(db, "SELECT count(*) FROM signalbus_deliveries "
-                         "WHERE state = 'delivered'") < 15000:
+        while scalar(db, "SELECT count(*) FROM signalbus_outbox "
+                         "WHERE state = 'done'") < 5000:
             for proc in workers:
                 assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "the workers did not deliver everything"
@@ -327,7 +358,7 @@ def test_three_workers_share_5000_events_exactly_once_in_row_order(app_env, db, 
     log.info("3 workers delivered 15,000 deliveries of 5,000 events in %.1fs; per worker %s",
              elapsed, [s["delivered"] for s in stats])
     assert sum(s["delivered"] for s in stats) == 15000
-    assert scalar(db, "SELECT count(*) FROM signalbus_events") == 5000
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox") == 5000
     got = Counter((r.event_id, r.receiver) for r in rows)
     assert len(got) == 15000 and set(got.values()) == {1}  # every pair exactly once
     versions: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -335,3 +366,106 @@ def test_three_workers_share_5000_events_exactly_once_in_row_order(app_env, db, 
         versions[(r.receiver, r.pk)].append(r.version)
     assert len(versions) == 3000
     assert all(v == [0, 1, 2, 3, 4] for v in versions.values())  # each row in commit order
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_killed_during_a_slow_delivery_repeats_only_that_one(app_env, db, tmp_path):
+    """32 quick successes, then a receiver that blocks, SIGKILL seconds later: the 32
+    were acknowledged meanwhile (ACK_INTERVAL, 0.5 s), so only the blocked one repeats."""
+    run_app(app_env, tmp_path, "register", "33")
+    flag = tmp_path / "blocked"
+    first = worker(app_env, tmp_path, "--batch", "100", OUTBOX_BLOCK_AT="m32@example.com",
+                   OUTBOX_BLOCKED_FLAG=str(flag))
+    deadline = time.monotonic() + 60
+    while not flag.exists():
+        assert first.poll() is None, first.communicate()[1]
+        assert time.monotonic() < deadline, "the receiver never blocked"
+        time.sleep(0.02)
+    time.sleep(2.0)  # four acknowledgement intervals, and renewals of the 3 s lease
+    assert len(delivered_pairs(db)) == 64  # acknowledged while the slow one runs
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    time.sleep(float(app_env["SIGNALBUS_OUTBOX_LEASE"]) + 0.5)
+    finish(worker(app_env, tmp_path, "--once"))
+    got = pairs(app_env)
+    assert len(got) == 66
+    blocked = {r.event_id for r in received(app_env) if r.pk == 33}
+    assert {pair: n for pair, n in got.items() if n > 1} == {(blocked.pop(), "welcome"): 2}
+
+
+CHAOS_SECONDS = 25.0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_chaos_workers_killed_and_stopped_at_random_lose_nothing(app_env, db, tmp_path):
+    """3,000 events committed while three workers are SIGTERMed or SIGKILLed at random
+    (and replaced) for 25 s: every (event, receiver) is delivered, nothing is left
+    pending or claimed, repeats come only from killed workers, and each receiver sees
+    each row's events in commit order (first deliveries)."""
+    seed = int(os.environ.get("OUTBOX_CHAOS_SEED", random.randrange(10**6)))
+    log.info("chaos seed %d (OUTBOX_CHAOS_SEED=%d to run it again)", seed, seed)
+    rng = random.Random(seed)
+    env = {**app_env, "SIGNALBUS_OUTBOX_LEASE": "2", "SIGNALBUS_OUTBOX_POLL": "0.2",
+           "OUTBOX_SLOW": "0.002"}
+    code = "import sys, outbox_app; outbox_app.main(sys.argv[1:])"
+    host = subprocess.Popen([sys.executable, "-c", code, "churn", "3000", str(seed)],
+                            env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    workers = [worker(env, tmp_path, "--batch", "20") for _ in range(3)]
+    killed: set[int] = set()
+    stopped: list[subprocess.Popen[str]] = []
+    try:
+        started = time.monotonic()
+        deadline = started + CHAOS_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.3, 1.5))
+            i = rng.randrange(len(workers))
+            victim = workers[i]
+            if rng.random() < 0.5:
+                victim.send_signal(signal.SIGKILL)
+                killed.add(victim.pid)
+                victim.communicate(timeout=30)
+            else:
+                victim.send_signal(signal.SIGTERM)
+                stopped.append(victim)
+            workers[i] = worker(env, tmp_path, "--batch", "20")
+        host_err = host.communicate(timeout=60)[1]
+        assert host.returncode == 0, host_err
+        committed = time.monotonic() - started
+        assert scalar(db, "SELECT count(*) FROM signalbus_outbox") == 3000
+        drained = time.monotonic() + 60
+        while scalar(db, "SELECT count(*) FROM signalbus_outbox WHERE state <> 'done'"):
+            for proc in workers:
+                assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < drained, "the workers did not deliver everything"
+            time.sleep(0.1)
+        log.info("chaos: %.1fs of chaos, host done after %.1fs, all delivered after %.1fs",
+                 CHAOS_SECONDS, committed, time.monotonic() - started)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.communicate()
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)
+    for proc in [*stopped, *workers]:
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode == -signal.SIGTERM:  # stopped while starting, before run()
+            assert '"delivered"' not in out, err
+            killed.add(proc.pid)
+            continue
+        assert proc.returncode == 0, f"worker exited {proc.returncode}:\n{err}"
+        json.loads(out)  # a stopped worker exits 0 with its counts
+    log.info("chaos: %d workers killed, %d stopped", len(killed), len(stopped))
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox WHERE state = 'pending' "
+                      "OR claimed_by IS NOT NULL") == 0
+    assert scalar(db, "SELECT count(*) FROM signalbus_outbox_deliveries") == 0
+    calls = received(app_env)
+    got = Counter((r.event_id, r.receiver) for r in calls)
+    assert len(got) == 6000  # every (event, receiver) pair at least once
+    by_live = Counter((r.event_id, r.receiver) for r in calls if r.pid not in killed)
+    assert max(by_live.values()) == 1  # a repeat needs a killed worker
+    firsts: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for r in calls:
+        seen = firsts[(r.receiver, r.pk)]
+        if r.version not in seen:
+            seen.append(r.version)
+    assert all(v == sorted(v) for v in firsts.values())  # each row in commit order

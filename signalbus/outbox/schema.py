@@ -1,0 +1,248 @@
+"""The outbox tables, their states and the schema version.
+
+* :data:`outbox` (``signalbus_outbox``) — one row per committed event, written in the
+  committing transaction: its order (``id``), its row key and the
+  :meth:`~signalbus.Event.to_dict` payload (which holds the event id and signal). A
+  worker claims it (``claimed_until`` / ``claimed_by``), runs every receiver of its
+  signal, and settles it: ``done`` when every receiver has run or has a delivery row
+  of its own; ``dead`` when the row cannot be read as an event (``last_error`` says
+  why).
+* :data:`deliveries` (``signalbus_outbox_deliveries``) — one row per (event, receiver)
+  that needs tracking on its own: a receiver that failed and is retried (``pending``,
+  with ``attempts`` and ``next_attempt_at``), gave up (``dead``) or later succeeded
+  (``delivered``); a receiver whose earlier event of the same row is still being
+  retried (queued behind it, so that order per row is kept); a replay. The happy path
+  writes none.
+* :data:`schema_version` (``signalbus_outbox_schema``) — one row: :data:`SCHEMA_VERSION`.
+  A worker or command pointed at a database with another version (or with the tables
+  of an earlier signalbus) stops with a message naming the upgrade step
+  (:func:`check`).
+
+All three live in :data:`metadata`: give it to Alembic, or :func:`include_in` the
+app's own. The version row is written when the table is created (by ``create_all``,
+``metadata.create_all`` or Alembic's ``op.create_table`` through :func:`stamp`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "DEAD",
+    "DELIVERED",
+    "DONE",
+    "PENDING",
+    "SCHEMA_VERSION",
+    "SchemaMismatch",
+    "check",
+    "create_all",
+    "deliveries",
+    "drop_all",
+    "include_in",
+    "metadata",
+    "outbox",
+    "schema_version",
+    "stamp",
+]
+
+SCHEMA_VERSION = 2
+"""The version of the tables below. 1 was the unreleased two-table layout
+(``signalbus_events`` + ``signalbus_deliveries``, one row per receiver at commit)."""
+
+PENDING = "pending"
+"""An event not yet settled; a delivery still to be made (first run or retry)."""
+DONE = "done"
+"""An event whose receivers have all run, or have a delivery row of their own."""
+DELIVERED = "delivered"
+"""A delivery whose receiver returned without raising."""
+DEAD = "dead"
+"""Given up: a delivery after :class:`~signalbus.Permanent` or too many attempts, or
+whose receiver is unknown; an event whose row cannot be read. ``signalbus retry``
+makes it pending again."""
+
+metadata = MetaData()
+"""The :class:`~sqlalchemy.MetaData` holding the outbox tables (give it to Alembic)."""
+
+_PENDING_ONLY = text("state = 'pending'")
+_SETTLED_ONLY = text("state <> 'pending'")
+
+# SQLite gives auto-increment ids only to an INTEGER PRIMARY KEY.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+outbox = Table(
+    "signalbus_outbox",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True,
+           comment="allocated at commit: the order of one row's events"),
+    Column("row_key", String(255), nullable=True,
+           comment="model and primary key: events of one row are delivered in order"),
+    Column("payload", JSON, nullable=False,
+           comment="Event.to_dict() without attempt: id, signal, model, op, pk, data..."),
+    Column("state", String(8), nullable=False, server_default=PENDING),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("claimed_by", String(255), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("settled_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    # what a worker claims: pending events in commit order, read in index order so that
+    # a claim stops after its batch however long the backlog
+    Index("ix_signalbus_outbox_pending", "id",
+          postgresql_where=_PENDING_ONLY, sqlite_where=_PENDING_ONLY),
+    # the per-row order check: an earlier pending event of the same row
+    Index("ix_signalbus_outbox_row", "row_key", "id",
+          postgresql_where=_PENDING_ONLY, sqlite_where=_PENDING_ONLY),
+    # purge, status, replay: settled events by age (no entry until an event is settled,
+    # so the commit does not pay for it)
+    Index("ix_signalbus_outbox_settled", "settled_at",
+          postgresql_where=_SETTLED_ONLY, sqlite_where=_SETTLED_ONLY),
+    comment="signalbus outbox: committed events",
+)
+"""One row per committed event."""
+
+deliveries = Table(
+    "signalbus_outbox_deliveries",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True,
+           comment="the order of one row's deliveries to one receiver"),
+    Column("outbox_id", _BigId, ForeignKey("signalbus_outbox.id"), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("receiver", String(255), nullable=False, comment="the receiver's durable name"),
+    Column("signal", String(255), nullable=False),
+    Column("row_key", String(255), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("claimed_by", String(255), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("outbox_id", "receiver", name="uq_signalbus_outbox_deliveries"),
+    Index("ix_signalbus_outbox_deliveries_pending", "id",
+          postgresql_where=_PENDING_ONLY, sqlite_where=_PENDING_ONLY),
+    Index("ix_signalbus_outbox_deliveries_row", "row_key", "receiver", "id",
+          postgresql_where=_PENDING_ONLY, sqlite_where=_PENDING_ONLY),
+    Index("ix_signalbus_outbox_deliveries_settled", "state", "updated_at",
+          postgresql_where=_SETTLED_ONLY, sqlite_where=_SETTLED_ONLY),
+    comment="signalbus outbox: (event, receiver) pairs tracked on their own",
+)
+"""One row per (event, receiver) that is retried, dead, queued behind a retry, or replayed."""
+
+schema_version = Table(
+    "signalbus_outbox_schema",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    comment="signalbus outbox: the version of its tables",
+)
+"""One row: the :data:`SCHEMA_VERSION` the tables were created with."""
+
+_OLD_TABLES = ("signalbus_events", "signalbus_deliveries")
+
+
+def stamp(connection: Connection) -> None:
+    """Record :data:`SCHEMA_VERSION` (in an Alembic migration after creating the tables:
+    ``signalbus.outbox.stamp(op.get_bind())``)."""
+    connection.execute(schema_version.delete())
+    connection.execute(schema_version.insert(), {"version": SCHEMA_VERSION})
+
+
+def _stamp_after_create(target: Table, connection: Connection, **kw: Any) -> None:
+    stamp(connection)
+
+
+event.listen(schema_version, "after_create", _stamp_after_create)
+
+
+def create_all(engine: Engine | Connection) -> None:
+    """Create the outbox tables (and indexes) that do not exist yet, and record the
+    schema version."""
+    metadata.create_all(engine)
+
+
+def drop_all(engine: Engine | Connection) -> None:
+    """Drop the outbox tables."""
+    metadata.drop_all(engine)
+
+
+def include_in(target: MetaData) -> None:
+    """Copy the outbox tables into ``target`` (the app's metadata), for
+    ``db.create_all()`` or an Alembic setup that takes a single ``MetaData``."""
+    for table in metadata.sorted_tables:
+        if table.name not in target.tables:
+            copy = table.to_metadata(target)
+            if table is schema_version:
+                event.listen(copy, "after_create", _stamp_after_create)
+
+
+class SchemaMismatch(ConfigurationError):
+    """The database's outbox tables are missing, or of another schema version."""
+
+
+def missing_tables_error() -> SchemaMismatch:
+    """The error for a database without the outbox tables (what to run to create them)."""
+    return SchemaMismatch(
+        "the signalbus outbox tables do not exist in this database. Create them with "
+        "signalbus.outbox.create_all(engine), or add signalbus.outbox.metadata to your "
+        "Alembic target_metadata, run a migration and call "
+        "signalbus.outbox.stamp(op.get_bind()) in it."
+    )
+
+
+def check(connection: Connection) -> None:
+    """Raise :class:`SchemaMismatch` unless the outbox tables exist at
+    :data:`SCHEMA_VERSION`; the message names the step that fixes it."""
+    insp = inspect(connection)
+    names = set(insp.get_table_names())
+    if schema_version.name not in names:
+        old = [name for name in _OLD_TABLES if name in names]
+        if old:
+            raise SchemaMismatch(
+                f"this database has the outbox tables of an unreleased signalbus "
+                f"({', '.join(old)}; schema version 1) and this signalbus needs schema "
+                f"version {SCHEMA_VERSION}. Upgrade step: deliver what is pending with the "
+                "old worker, drop those tables, then run signalbus.outbox.create_all(engine)."
+            )
+        raise missing_tables_error()
+    found = connection.execute(select(schema_version.c.version)).scalars().all()
+    if found != [SCHEMA_VERSION]:
+        have = ", ".join(map(str, found)) or "none recorded"
+        if found and max(found) > SCHEMA_VERSION:
+            step = ("upgrade signalbus in this process (pip install -U sqlalchemy-signalbus) "
+                    "to the release that wrote it")
+        else:
+            step = ("run the upgrade in docs/outbox-design.md (\"Schema versions\") for "
+                    f"version {have} -> {SCHEMA_VERSION}, or, with nothing pending, "
+                    "drop_all + create_all")
+            if not found:
+                step = ("record it with signalbus.outbox.stamp(connection) if the tables were "
+                        "created by a migration of this release")
+        raise SchemaMismatch(
+            f"the signalbus outbox in this database has schema version {have}; this "
+            f"signalbus needs version {SCHEMA_VERSION}. Upgrade step: {step}."
+        )
+    missing = [t.name for t in (outbox, deliveries) if t.name not in names]
+    if missing:
+        raise missing_tables_error()

@@ -1,0 +1,411 @@
+"""Every SQL statement of the outbox, one documented function each.
+
+The functions take a :class:`~sqlalchemy.engine.Connection` and run on it; they never
+begin or commit (the caller decides: the worker's bookkeeping runs each statement in
+autocommit on PostgreSQL, a settle with new delivery rows in one transaction).
+Statements run for every batch are built once per dialect (:func:`_statements`).
+
+Claims (:func:`claim_events`, :func:`claim_deliveries`) are one ``UPDATE … WHERE id IN
+(SELECT … ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED) RETURNING …`` each: the
+lease is written in the statement that takes the rows, so any number of workers share
+the work without taking the same row. A row is only claimable when it heads its chain:
+no earlier pending event of the same row (events), no earlier pending delivery of the
+same row to the same receiver (deliveries). The walk follows the partial index of
+pending rows in id order, so its cost is a batch's worth of rows, not the backlog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import ColumnElement
+
+from .schema import DEAD, DELIVERED, DONE, PENDING, deliveries, outbox
+from .settings import OutboxSettings
+
+__all__ = [
+    "ack_deliveries",
+    "ack_events",
+    "blocked",
+    "claim_deliveries",
+    "claim_events",
+    "fail_delivery",
+    "insert_deliveries",
+    "insert_events",
+    "kill_event",
+    "next_due",
+    "notify",
+    "payloads",
+    "purge",
+    "release",
+    "release_all",
+    "renew",
+    "requeue",
+    "settle_event",
+]
+
+SESSION = {
+    # Claims and results need not wait for the WAL flush: if the server loses the last
+    # ones in a crash, those deliveries are made again, which at-least-once allows.
+    # Receivers' own transactions are not affected.
+    "synchronous_commit": "off",
+    # The claim's plan, whatever the statistics: the walk of the pending index in id
+    # order (a sort or a bitmap scan would fetch every pending row for each batch).
+    "enable_sort": "off",
+    "enable_bitmapscan": "off",
+    # The driver prepares statements run often; a generic plan made while the table
+    # was small (a seq scan) would be kept however large it grows.
+    "plan_cache_mode": "force_custom_plan",
+}
+"""Settings of a worker's own connections on PostgreSQL (reset when it closes them)."""
+
+
+_SEP = "\x1f"
+
+
+def _ids_in(dialect: str, column: Any, name: str) -> ColumnElement[bool]:
+    """``column`` in the list given as parameter ``name``: ``= ANY(:name)`` on PostgreSQL
+    (one array parameter, one statement text whatever the number), ``IN`` elsewhere."""
+    if dialect == "postgresql":
+        kind = BigInteger if isinstance(column.type, BigInteger) else Text
+        return column == any_(bindparam(name, type_=ARRAY(kind)))  # type: ignore[no-any-return]
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _statements(dialect: str) -> dict[str, Any]:
+    o, d = outbox, deliveries
+    now = bindparam("now", type_=o.c.claimed_until.type)
+
+    c = outbox.alias("c")
+    earlier = outbox.alias("earlier")
+    head = ~exists().where(earlier.c.state == PENDING, earlier.c.row_key == c.c.row_key,
+                           earlier.c.id < c.c.id)
+    pick = (
+        select(c.c.id)
+        .where(c.c.state == PENDING,
+               or_(c.c.claimed_until.is_(None), c.c.claimed_until <= now),
+               or_(c.c.row_key.is_(None), head))
+        .order_by(c.c.id).limit(bindparam("batch")).with_for_update(skip_locked=True)
+    )
+    returned: list[Any] = [o.c.id, o.c.row_key, o.c.payload]
+    if dialect == "postgresql":
+        # the receivers with a pending delivery of the event's row, in the same round
+        # trip (SQLite renders a correlated subquery in RETURNING unqualified: see
+        # blocked(), run as a query of its own there)
+        bd = deliveries.alias("bd")
+        returned.append(
+            select(func.string_agg(bd.c.receiver, literal(_SEP, Text)))
+            .where(bd.c.state == PENDING, bd.c.row_key == o.c.row_key)
+            .scalar_subquery().label("blocked"))
+    claim_events = (
+        update(o).where(o.c.id.in_(pick.scalar_subquery()))
+        .values(claimed_until=bindparam("until"), claimed_by=bindparam("by"))
+        .returning(*returned)
+    )
+
+    dc = deliveries.alias("dc")
+    dearlier = deliveries.alias("dearlier")
+    dhead = ~exists().where(dearlier.c.state == PENDING, dearlier.c.row_key == dc.c.row_key,
+                            dearlier.c.receiver == dc.c.receiver, dearlier.c.id < dc.c.id)
+    dpick = (
+        select(dc.c.id)
+        .where(dc.c.state == PENDING, dc.c.next_attempt_at <= now,
+               or_(dc.c.claimed_until.is_(None), dc.c.claimed_until <= now),
+               or_(dc.c.row_key.is_(None), dhead))
+        .order_by(dc.c.id).limit(bindparam("batch")).with_for_update(skip_locked=True)
+    )
+    claim_deliveries = (
+        update(d).where(d.c.id.in_(dpick.scalar_subquery()))
+        .values(claimed_until=bindparam("until"), claimed_by=bindparam("by"))
+        .returning(d.c.id, d.c.outbox_id, d.c.event_id, d.c.receiver, d.c.signal,
+                   d.c.row_key, d.c.attempts)
+    )
+    return {
+        "claim_events": claim_events,
+        "claim_deliveries": claim_deliveries,
+        "any_deliveries": select(literal(1)).select_from(d).where(d.c.state == PENDING).limit(1),
+        "blocked": select(d.c.row_key, d.c.receiver).distinct().where(
+            d.c.state == PENDING, _ids_in(dialect, d.c.row_key, "keys")),
+        "payloads": select(o.c.id, o.c.payload).where(_ids_in(dialect, o.c.id, "ids")),
+        "ack_events": update(o).where(_ids_in(dialect, o.c.id, "ids")).values(
+            state=DONE, settled_at=bindparam("now"), claimed_until=None, claimed_by=None),
+        "ack_deliveries": update(d).where(_ids_in(dialect, d.c.id, "ids")).values(
+            state=DELIVERED, attempts=bindparam("attempt"), claimed_until=None,
+            claimed_by=None, updated_at=bindparam("now")),
+    }
+
+
+def _run(conn: Connection, name: str, params: dict[str, Any]) -> Any:
+    return conn.execute(_statements(conn.dialect.name)[name], params)
+
+
+def is_missing_table(exc: sa_exc.DBAPIError) -> bool:
+    """Whether a database error says an outbox table does not exist."""
+    text = str(exc.orig).lower()
+    return "signalbus_" in text and ("does not exist" in text or "no such table" in text)
+
+
+# the write at commit --------------------------------------------------------------------
+
+
+def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert event rows (``row_key``, ``payload``) in one ``executemany``; state, id and
+    creation time come from the server."""
+    conn.execute(outbox.insert(), list(rows))
+
+
+def notify(conn: Connection, settings: OutboxSettings) -> None:
+    """Queue a ``NOTIFY`` on PostgreSQL; the server sends it when the transaction commits
+    (and never if it rolls back). A no-op on other databases or with notify off."""
+    if settings.notify and conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(settings.channel, "")))
+
+
+# claims -----------------------------------------------------------------------------------
+
+
+def claim_events(conn: Connection, *, now: dt.datetime, until: dt.datetime, by: str,
+                 batch: int) -> tuple[list[Row[Any]], set[tuple[str, str]]]:
+    """Claim up to ``batch`` pending events heading their row's chain, lease them to
+    ``by`` until ``until``. Returns their rows ``(id, row_key, payload, …)`` in commit
+    order, and :func:`blocked` for their rows (on PostgreSQL from the same statement)."""
+    rows = sorted(_run(conn, "claim_events",
+                       {"now": now, "until": until, "by": by, "batch": batch}).all(),
+                  key=lambda r: r.id)
+    if conn.dialect.name != "postgresql":
+        return rows, blocked(conn, {r.row_key for r in rows if r.row_key is not None})
+    held = {(r.row_key, name) for r in rows if r.blocked for name in r.blocked.split(_SEP)}
+    return rows, held
+
+
+def claim_deliveries(conn: Connection, *, now: dt.datetime, until: dt.datetime, by: str,
+                     batch: int) -> list[Row[Any]]:
+    """Claim up to ``batch`` due deliveries heading their (row, receiver) chain; rows
+    ``(id, outbox_id, event_id, receiver, signal, row_key, attempts)`` in id order."""
+    rows = _run(conn, "claim_deliveries",
+                {"now": now, "until": until, "by": by, "batch": batch}).all()
+    return sorted(rows, key=lambda r: r.id)
+
+
+def any_pending_deliveries(conn: Connection) -> bool:
+    """Whether any delivery is pending (a cheap probe of the pending index)."""
+    return _run(conn, "any_deliveries", {}).first() is not None
+
+
+def blocked(conn: Connection, keys: Iterable[str]) -> set[tuple[str, str]]:
+    """The ``(row_key, receiver)`` pairs of ``keys`` with a pending delivery: an event of
+    such a row must queue behind it for that receiver instead of running."""
+    keys = list(keys)
+    if not keys:
+        return set()
+    return {(r.row_key, r.receiver) for r in _run(conn, "blocked", {"keys": keys})}
+
+
+def payloads(conn: Connection, outbox_ids: Iterable[int]) -> dict[int, Any]:
+    """The stored payloads of these event rows, by id."""
+    ids = sorted(set(outbox_ids))
+    if not ids:
+        return {}
+    return {r.id: r.payload for r in _run(conn, "payloads", {"ids": ids})}
+
+
+# results ----------------------------------------------------------------------------------
+
+
+def ack_events(conn: Connection, ids: Sequence[int], now: dt.datetime) -> None:
+    """Settle events whose every receiver succeeded: ``done``, lease cleared."""
+    if ids:
+        _run(conn, "ack_events", {"ids": list(ids), "now": now})
+
+
+def ack_deliveries(conn: Connection, ids: Sequence[int], attempt: int,
+                   now: dt.datetime) -> None:
+    """Record successful deliveries made at attempt number ``attempt``."""
+    if ids:
+        _run(conn, "ack_deliveries", {"ids": list(ids), "attempt": attempt, "now": now})
+
+
+def new_delivery(outbox_id: int, event_id: str, receiver: str, signal: str,
+                 row_key: str | None, now: dt.datetime, *, state: str = PENDING,
+                 attempts: int = 0, next_attempt_at: dt.datetime | None = None,
+                 last_error: str | None = None) -> dict[str, Any]:
+    """A :data:`~signalbus.outbox.schema.deliveries` row (default: pending, due now)."""
+    return {
+        "outbox_id": outbox_id, "event_id": event_id, "receiver": receiver,
+        "signal": signal, "row_key": row_key, "state": state, "attempts": attempts,
+        "next_attempt_at": next_attempt_at or now, "claimed_until": None,
+        "claimed_by": None, "last_error": last_error, "created_at": now, "updated_at": now,
+    }
+
+
+def insert_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert delivery rows (:func:`new_delivery`) in one ``executemany``."""
+    if rows:
+        conn.execute(deliveries.insert(), list(rows))
+
+
+def settle_event(conn: Connection, outbox_id: int, rows: Sequence[dict[str, Any]],
+                 now: dt.datetime) -> None:
+    """Settle an event some receivers of which need tracking on their own: insert their
+    delivery rows and mark the event ``done``. Run it in one transaction: the receivers
+    that succeeded are then never run again, whatever happens to the others."""
+    insert_deliveries(conn, rows)
+    ack_events(conn, [outbox_id], now)
+
+
+def kill_event(conn: Connection, outbox_id: int, error: str, now: dt.datetime) -> None:
+    """Mark an event row that cannot be delivered (unreadable payload) ``dead``."""
+    conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(
+        state=DEAD, last_error=error, settled_at=now, claimed_until=None, claimed_by=None))
+
+
+def fail_delivery(conn: Connection, delivery_id: int, *, by: str, dead: bool, attempts: int,
+                  next_attempt_at: dt.datetime, error: str, now: dt.datetime) -> None:
+    """Record a failed attempt of a delivery claimed by ``by``: pending again from
+    ``next_attempt_at``, or ``dead``; lease cleared."""
+    d = deliveries
+    conn.execute(update(d).where(d.c.id == delivery_id, d.c.claimed_by == by).values(
+        state=DEAD if dead else PENDING, attempts=attempts, next_attempt_at=next_attempt_at,
+        last_error=error, claimed_until=None, claimed_by=None, updated_at=now))
+
+
+# leases -----------------------------------------------------------------------------------
+
+
+def renew(conn: Connection, *, events: Sequence[int], delivery_ids: Sequence[int], by: str,
+          until: dt.datetime) -> tuple[set[int], set[int]]:
+    """Extend the lease of these claims of ``by``; the ids still ``by``'s (events,
+    deliveries). A missing id lapsed and was taken by another worker."""
+    kept_events: set[int] = set()
+    kept_deliveries: set[int] = set()
+    if events:
+        kept_events = {r.id for r in conn.execute(
+            update(outbox).where(outbox.c.id.in_(list(events)), outbox.c.claimed_by == by,
+                                 outbox.c.state == PENDING)
+            .values(claimed_until=until).returning(outbox.c.id))}
+    if delivery_ids:
+        d = deliveries
+        kept_deliveries = {r.id for r in conn.execute(
+            update(d).where(d.c.id.in_(list(delivery_ids)), d.c.claimed_by == by,
+                            d.c.state == PENDING)
+            .values(claimed_until=until).returning(d.c.id))}
+    return kept_events, kept_deliveries
+
+
+def release(conn: Connection, *, events: Sequence[int], delivery_ids: Sequence[int],
+            by: str) -> None:
+    """Hand back claims of ``by`` not worked on (the worker stops)."""
+    if events:
+        conn.execute(update(outbox).where(outbox.c.id.in_(list(events)),
+                                          outbox.c.claimed_by == by)
+                     .values(claimed_until=None, claimed_by=None))
+    if delivery_ids:
+        d = deliveries
+        conn.execute(update(d).where(d.c.id.in_(list(delivery_ids)), d.c.claimed_by == by)
+                     .values(claimed_until=None, claimed_by=None))
+
+
+def release_all(conn: Connection, by: str) -> int:
+    """Hand back every pending claim of ``by`` (a worker that lost its connection, once
+    it is back); the number released."""
+    n = conn.execute(update(outbox).where(outbox.c.claimed_by == by, outbox.c.state == PENDING)
+                     .values(claimed_until=None, claimed_by=None)).rowcount
+    d = deliveries
+    n += conn.execute(update(d).where(d.c.claimed_by == by, d.c.state == PENDING)
+                      .values(claimed_until=None, claimed_by=None)).rowcount
+    return int(n)
+
+
+def next_due(conn: Connection, now: dt.datetime) -> dt.datetime | None:
+    """The earliest future time work falls due: a retry's next attempt, or the end of a
+    lease of another worker; ``None`` if nothing is scheduled. One round trip."""
+    o, d = outbox, deliveries
+    row = conn.execute(select(
+        select(func.min(o.c.claimed_until))
+        .where(o.c.state == PENDING, o.c.claimed_until > now).scalar_subquery(),
+        select(func.min(d.c.next_attempt_at))
+        .where(d.c.state == PENDING, d.c.next_attempt_at > now).scalar_subquery(),
+        select(func.min(d.c.claimed_until))
+        .where(d.c.state == PENDING, d.c.claimed_until > now).scalar_subquery(),
+    )).one()
+    found = [t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in row if t is not None]
+    return min(found) if found else None
+
+
+# the operator's statements ------------------------------------------------------------------
+
+
+def requeue(conn: Connection, *, now: dt.datetime, event_ids: Sequence[str] = (),
+            signals: Sequence[str] = (), receivers: Sequence[str] = (),
+            waiting: bool = False) -> dict[str, int]:
+    """Make dead deliveries (and dead events, unless ``receivers`` narrows to
+    deliveries) pending and due now with a fresh count of attempts; with ``waiting``,
+    also make deliveries waiting for a retry due now. The counts."""
+    d, o = deliveries, outbox
+    where: list[ColumnElement[bool]] = []
+    if event_ids:
+        where.append(d.c.event_id.in_(list(event_ids)))
+    if signals:
+        where.append(d.c.signal.in_(list(signals)))
+    if receivers:
+        where.append(d.c.receiver.in_(list(receivers)))
+    counts = {"deliveries": conn.execute(
+        update(d).where(d.c.state == DEAD, *where).values(
+            state=PENDING, attempts=0, next_attempt_at=now, claimed_until=None,
+            claimed_by=None, updated_at=now)).rowcount, "events": 0, "due_now": 0}
+    if not receivers:
+        ewhere: list[ColumnElement[bool]] = []
+        if event_ids:
+            ewhere.append(o.c.payload["id"].as_string().in_(list(event_ids)))
+        if signals:
+            ewhere.append(o.c.payload["signal"].as_string().in_(list(signals)))
+        counts["events"] = conn.execute(update(o).where(o.c.state == DEAD, *ewhere).values(
+            state=PENDING, last_error=None, settled_at=None, claimed_until=None,
+            claimed_by=None)).rowcount
+    if waiting:
+        counts["due_now"] = conn.execute(
+            update(d).where(d.c.state == PENDING, d.c.next_attempt_at > now, *where)
+            .values(next_attempt_at=now, updated_at=now)).rowcount
+    return counts
+
+
+def purge(conn: Connection, cutoff: dt.datetime, *, dry_run: bool = False) -> dict[str, int]:
+    """Delete delivered deliveries settled before ``cutoff``, then the ``done`` events
+    settled before it that no delivery row refers to any more; the counts (what would
+    be deleted, with ``dry_run``)."""
+    d, o = deliveries, outbox
+    old_delivered = and_(d.c.state == DELIVERED, d.c.updated_at < cutoff)
+    old_done = and_(o.c.state == DONE, o.c.settled_at < cutoff)
+    if dry_run:
+        left = exists().where(d.c.outbox_id == o.c.id, ~old_delivered)
+        return {
+            "deliveries": conn.execute(select(func.count()).select_from(d)
+                                       .where(old_delivered)).scalar_one(),
+            "events": conn.execute(select(func.count()).select_from(o)
+                                   .where(old_done, ~left)).scalar_one(),
+        }
+    n_deliveries = conn.execute(delete(d).where(old_delivered)).rowcount
+    n_events = conn.execute(
+        delete(o).where(old_done, ~exists().where(d.c.outbox_id == o.c.id))).rowcount
+    return {"deliveries": int(n_deliveries), "events": int(n_events)}
