@@ -260,7 +260,7 @@ class Runtime:
 
     def check(self) -> None:
         """Check plugin requirements, signal names and (outside inline) receiver names."""
-        from .capture import plan_for, sync_bindings
+        from .capture import plans, sync_bindings
 
         for rec in self.plugins:
             if rec.status != "loaded" or not rec.requires:
@@ -270,10 +270,7 @@ class Runtime:
                 for binding in registry.bindings:
                     if binding.signal != signal or binding.phase != "commit":
                         continue
-                    assert binding.cls is not None
-                    plan = plan_for(binding.cls, binding.op, "commit", self.redact)
-                    payload = next(bp.payload_set for bp in plan.bindings
-                                   if bp.binding is binding)
+                    payload = plans.payload(binding, self.redact)
                     missing = sorted(fields - payload)
                     if missing:
                         raise PluginError(
@@ -324,14 +321,14 @@ def make_event(signal: str | blinker.NamedSignal, data: Mapping[str, Any]) -> Ev
     """Build the event of an :func:`emit` call (its data normalised, its signal declared)."""
     import datetime as dt
 
-    from .capture import _ids
+    from .capture import new_ids
 
     sig = signals.resolve(signal)
     signals.check_declared(sig.name, what="emit() was given an")
     if not isinstance(data, Mapping):
         raise TypeError(f"emit() data must be a mapping, not {type(data).__name__}")
     return Event(
-        id=_ids(1)[0],
+        id=new_ids(1)[0],
         signal=sig.name,
         model=None,
         op="emit",
