@@ -210,3 +210,20 @@ def test_only_insert_binding_gets_the_values_of_a_later_flush(run):
         a.plan = "pro"
         s.commit()
     assert got() == [("co_account_added", "insert", "uid1", {"id": "uid1", "plan": "pro"})]
+
+
+def test_re_added_object_keeps_the_replaced_rows_unset_columns(run):
+    # found by the property test: SQLAlchemy's UPDATE for a re-added key writes only the
+    # attributes the new object set, so the rest of the row is the old row's
+    signalbus.bind(File, "update", "co_file_changed")
+    runtime, got = run()
+    with runtime.session_factory() as s:
+        s.add(File(filename="a.csv", size=5))
+        s.commit()
+    with runtime.session_factory() as s:
+        s.delete(s.get(File, "a.csv"))
+        s.add(File(filename="a.csv"))  # size left unset
+        s.commit()
+    assert got() == []  # the row is as it was: no change
+    with runtime.session_factory() as s:
+        assert s.get(File, "a.csv").size == 5

@@ -224,10 +224,16 @@ def _normalised(cls: type[Any], values: Iterable[tuple[str, Any]]) -> dict[str, 
 
 
 def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
-             muted: frozenset[str]) -> RowChange:
-    """One row's change as a flush wrote it (a delete: the row as committed)."""
+             muted: frozenset[str], unset: dict[str, Any] | None = None) -> RowChange:
+    """One row's change as a flush wrote it (a delete: the row as committed).
+
+    ``unset``: the values of attributes the object never set, when they are not
+    ``None`` in the database (the row a new object replaced keeps them).
+    """
     cls = state.class_
     d = state.dict
+    if unset:
+        d = {**unset, **d}
     if op == "delete":
         values = [(k, _committed(state, k)) for k in plan.capture]
     else:
@@ -464,11 +470,15 @@ class Tracker:
             if muted is None:
                 continue
             if op == "switch":
-                rc = snapshot(state, "insert", plan, now, muted)
-                replaced = switched.get(rc.key)
-                if replaced is not None:
-                    frame.add(replaced)
-                frame.add(rc)
+                pk = tuple(state.dict.get(k) for k in plan.pk_keys)
+                replaced = switched.get((plan.root, pk))
+                if replaced is None:
+                    frame.add(snapshot(state, "insert", plan, now, muted))
+                    continue
+                # the UPDATE wrote only what the new object set: the rest of the row
+                # is the replaced row's
+                frame.add(replaced)
+                frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw))
                 continue
             frame.add(snapshot(state, op, plan, now, muted))
 
