@@ -28,7 +28,7 @@ connection's default schema (the ``search_path`` on PostgreSQL) and must be in t
 same database as the rows whose events they store.
 
 Settings (app config, or ``attach(config=...)``), with their defaults in
-:data:`signalbus.bus.DEFAULTS`:
+:data:`signalbus.settings.DEFAULTS`:
 
 ``SIGNALBUS_OUTBOX_BATCH`` (100)
     deliveries a worker claims at once.
@@ -90,7 +90,7 @@ from .signals import is_stable_name
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from .bus import Runtime
+    from .runtime import Runtime
 
 __all__ = [
     "DEAD",
@@ -270,7 +270,7 @@ class OutboxSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> OutboxSettings:
         """Read and check the ``SIGNALBUS_OUTBOX_*`` keys."""
-        from .bus import DEFAULTS
+        from .settings import DEFAULTS
 
         def get(key: str, kind: type[Any], minimum: float | None = None,
                 default: Any = None) -> Any:

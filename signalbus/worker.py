@@ -72,9 +72,9 @@ if TYPE_CHECKING:
     from sqlalchemy.sql import Select
     from sqlalchemy.sql.elements import ColumnElement
 
-    from .bus import Runtime
     from .events import Event
     from .outbox import OutboxSettings
+    from .runtime import Runtime
     from .signals import Receiver
 
 __all__ = ["Worker", "WorkerStats", "drain", "spawn"]
@@ -793,8 +793,9 @@ def runtime_of(target: Any = None) -> Runtime:
     """The runtime of ``target``: a Flask app, a :class:`~signalbus.SignalBus`, a
     :class:`~signalbus.bus.Runtime`, or ``None`` (the current app's, else the default
     bus's)."""
-    from .bus import Runtime, SignalBus
+    from .bus import SignalBus
     from .errors import ConfigurationError
+    from .runtime import Runtime
 
     if target is None:
         import signalbus
@@ -904,8 +905,9 @@ def _load(ctx: click.Context, app_import: str | None) -> tuple[Runtime, Any]:
     """The runtime the command works on, and its Flask app (or ``None``)."""
     from flask.cli import ScriptInfo
 
-    from .bus import Runtime, SignalBus
+    from .bus import SignalBus
     from .errors import ConfigurationError
+    from .runtime import Runtime
 
     info = ctx.find_object(ScriptInfo)
     path = app_import or (info.app_import_path if info is not None else None)
