@@ -154,7 +154,7 @@ def sync_bindings() -> None:
 class SessionState:
     """Lives in ``session.info``: the flush log and the frames of open transactions."""
 
-    __slots__ = ("flush_log", "flushing", "frames", "sink", "switched", "tracker")
+    __slots__ = ("flush_log", "flushing", "frames", "reload", "sink", "switched", "tracker")
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
@@ -165,6 +165,9 @@ class SessionState:
         self.switched: dict[Any, RowChange] = {}
         """Deleted rows a new object of the same key replaces in this flush (SQLAlchemy
         turns the pair into one UPDATE, a "row switch"), snapshotted before it."""
+        self.reload: list[tuple[InstanceState[Any], list[str]]] = []
+        """Objects of a row switch whose unset attributes read ``None`` after the flush
+        although the row kept its values: they are expired after the flush."""
 
     def frame(self, session: Session, sink: Sink) -> Frame:
         trans = session.get_nested_transaction() or session.get_transaction()
@@ -389,8 +392,8 @@ class Tracker:
         return None
 
     def listen(self, target: Any, key: Any) -> None:
-        for name in ("before_flush", "after_flush", "before_commit", "after_commit",
-                     "after_transaction_end"):
+        for name in ("before_flush", "after_flush", "after_flush_postexec", "before_commit",
+                     "after_commit", "after_transaction_end"):
             sa_event.listen(target, name, getattr(self, "_" + name))
         Tracker._by_target[key] = self
 
@@ -479,8 +482,23 @@ class Tracker:
                 # is the replaced row's
                 frame.add(replaced)
                 frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw))
+                unset = [p.key for p in state.mapper.column_attrs if p.key not in state.dict]
+                if unset:
+                    st.reload.append((state, unset))
                 continue
             frame.add(snapshot(state, op, plan, now, muted))
+
+    def _after_flush_postexec(self, session: Session, flush_context: Any) -> None:
+        st: SessionState | None = session.info.get(KEY)
+        if st is None or not st.reload:
+            return
+        reload, st.reload = st.reload, []
+        for state, keys in reload:
+            obj = state.obj()
+            if obj is not None and state.persistent:
+                # the row switch's UPDATE left these columns as they were; without this
+                # the object (and a later event) would say None
+                session.expire(obj, keys)
 
     def _before_commit(self, session: Session) -> None:
         if session.get_nested_transaction() is not None:
