@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from signalbus.capture.frames import Frame, RowChange, merge
+from signalbus.events import FrozenDict
 
 AT = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -18,7 +19,7 @@ def change(op: str, key: Any, *, origin: Any = None, data: dict[str, Any] | None
            old: dict[str, Any] | None = None, raw: dict[str, Any] | None = None) -> RowChange:
     k = (File, (key,))
     o = (File, (origin,)) if origin is not None else k
-    return RowChange(File, o, k, op, (key,), dict(data or {}), dict(raw or data or {}),
+    return RowChange(File, o, k, op, (key,), FrozenDict(data or {}), dict(raw or data or {}),
                      dict(old or {}), AT, frozenset())
 
 
@@ -56,7 +57,7 @@ def test_frame_follows_a_row_through_key_changes_and_keeps_its_first_place():
     frame.add(change("insert", "x", data={"name": "x"}))
     frame.add(change("update", "b", origin="a", data={"name": "b"}, old={"name": "a"}))
     frame.add(change("update", "c", origin="b", data={"name": "c"}, old={"name": "b"}))
-    rows = list(frame.entries.values())
+    rows = frame.changes()
     assert [(r.op, r.pk, r.data) for r in rows] == [  # type: ignore[union-attr]
         ("insert", ("c",), {"name": "c"}),
         ("insert", ("x",), {"name": "x"}),
@@ -69,7 +70,7 @@ def test_absorbing_a_savepoint_merges_its_changes_in_order():
     child.add(change("insert", "z", data={"size": 9}))
     child.add(change("update", "a", data={"size": 2}, old={"size": 1}))
     parent.absorb(child)
-    assert [(r.op, r.pk) for r in parent.entries.values()] == [  # type: ignore[union-attr]
+    assert [(r.op, r.pk) for r in parent.changes()] == [  # type: ignore[union-attr]
         ("insert", ("a",)),
         ("insert", ("z",)),
     ]

@@ -7,12 +7,11 @@ update binding without one, muting recorded at capture time. No session involved
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 from ..bindings import qualified_name
 from ..conditions import RowView
-from ..events import _SCALARS, EMPTY, Event, FrozenDict, Outgoing, normalise
+from ..events import _SCALARS, EMPTY, FrozenDict, Outgoing, normalise, row_event
 from .frames import Emitted, Frame, RowChange
 from .plans import BindingPlan, PlanBook
 
@@ -33,8 +32,10 @@ def new_ids(n: int) -> list[str]:
 def build_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...]) -> list[Outgoing]:
     """The events of a committed frame, in the order rows were first changed."""
     out: list[Outgoing] = []
-    ids = new_ids(len(frame.entries) * 2)
-    for entry in frame.entries.values():
+    ids = new_ids(len(frame))  # one per row; row_events makes more when a row has several
+    for entry in frame.entries:
+        if entry is None:
+            continue
         if isinstance(entry, Emitted):
             out.append((entry.sender, entry.event))
             continue
@@ -71,7 +72,7 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: list[str],
         elif rc.op == "update" and not any(k in bp.visible for k in changed):
             continue
         if len(data_all) == len(bp.payload):
-            data = FrozenDict(data_all)  # the common case: one binding takes every column
+            data = data_all  # the common case: one binding takes every captured column
         else:
             data = FrozenDict({k: data_all[k] for k in bp.payload if k in data_all})
         changes: Any
@@ -82,14 +83,7 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: list[str],
             })
         else:
             changes = EMPTY
-        out.append((rc.cls, Event(
-            id=ids.pop() if ids else str(uuid.uuid4()),
-            signal=b.signal,
-            model=model,
-            op=rc.op,
-            pk=pk,
-            data=data,
-            changes=changes,
-            occurred_at=rc.occurred_at,
-            source="orm",
-        )))
+        if not ids:
+            ids.extend(new_ids(8))
+        out.append((rc.cls, row_event(ids.pop(), b.signal, model, rc.op, pk, data, changes,
+                                      rc.occurred_at)))

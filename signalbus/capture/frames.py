@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..events import Event, normalise
+from ..events import Event, FrozenDict, normalise
 
 __all__ = ["Emitted", "Frame", "RowChange", "merge"]
 
@@ -47,7 +47,7 @@ class RowChange:
         key: Key,
         op: str,
         pk: tuple[Any, ...],
-        data: dict[str, Any],
+        data: FrozenDict,
         raw: dict[str, Any],
         old: dict[str, Any],
         occurred_at: dt.datetime,
@@ -63,7 +63,8 @@ class RowChange:
         """The primary key the event names: after the change; for a delete, the key
         the row was committed with."""
         self.data = data
-        """Normalised values of the captured attributes (for a delete: as committed)."""
+        """Normalised values of the captured attributes (for a delete: as committed); a
+        :class:`~signalbus.events.FrozenDict` that events share."""
         self.raw = raw
         """Python values read by conditions (and, for updates, of changed attributes)."""
         self.old = old
@@ -131,8 +132,8 @@ def merge(prev: RowChange, nxt: RowChange) -> RowChange | None:
         if nxt.op == "delete":
             # the row as committed before the transaction: the delete's values are
             # those of the last flush, put the values the updates replaced back
-            data = {k: _normalised_or_self(prev.old[k]) if k in prev.old else v
-                    for k, v in nxt.data.items()}
+            data = FrozenDict({k: _normalised_or_self(prev.old[k]) if k in prev.old else v
+                               for k, v in nxt.data.items()})
             raw = {**nxt.raw, **prev.old}
             return RowChange(nxt.cls, prev.origin, prev.origin, "delete", prev.origin[1],
                              data, raw, {}, prev.occurred_at, muted)
@@ -161,17 +162,19 @@ class Frame:
     """The changes buffered for one real transaction (the root, or one SAVEPOINT).
 
     ``entries`` keeps each row's change in the slot of its first change (the delivery
-    order); ``index`` finds a row's slot by its current key.
+    order; ``None`` where changes cancelled out); ``index`` finds a row's slot by its
+    current key.
     """
 
-    __slots__ = ("committed", "entries", "index", "next_slot", "prepared", "sink")
+    __slots__ = ("committed", "count", "entries", "index", "prepared", "sink")
 
     def __init__(self, sink: Any) -> None:
         self.sink = sink
         """What the committed events go to (capture's ``Sink``: the bus)."""
-        self.entries: dict[int, Entry] = {}
+        self.entries: list[Entry | None] = []
         self.index: dict[Any, int] = {}
-        self.next_slot = 0
+        self.count = 0
+        """Entries that are not ``None``."""
         self.committed = False
         self.prepared: list[Any] | None = None
         """The events built before the database commit (for sinks that store them)."""
@@ -180,25 +183,30 @@ class Frame:
         index = self.index
         slot = index.get(entry.origin)
         if slot is None:
-            slot = self.next_slot
-            self.next_slot = slot + 1
-            self.entries[slot] = entry
-            index[entry.key] = slot
+            index[entry.key] = len(self.entries)
+            self.entries.append(entry)
+            self.count += 1
             return
         prev = self.entries[slot]
         assert isinstance(prev, RowChange) and isinstance(entry, RowChange)
         merged = merge(prev, entry)
         del index[entry.origin]
         if merged is None:
-            del self.entries[slot]
+            self.entries[slot] = None
+            self.count -= 1
             return
         self.entries[slot] = merged
         index[merged.key] = slot
 
     def absorb(self, child: Frame) -> None:
         """Merge the changes of a released SAVEPOINT, in their order."""
-        for entry in child.entries.values():
-            self.add(entry)
+        for entry in child.entries:
+            if entry is not None:
+                self.add(entry)
+
+    def changes(self) -> list[Entry]:
+        """The entries in delivery order."""
+        return [e for e in self.entries if e is not None]
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self.count

@@ -43,7 +43,7 @@ from sqlalchemy.orm.session import SessionTransaction
 from .. import muting
 from ..bindings import Binding, qualified_name, registry
 from ..errors import BindingError, ConfigurationError, UnserialisableValue
-from ..events import _SCALARS, Event, Outgoing, normalise
+from ..events import _SCALARS, Event, FrozenDict, Outgoing, normalise
 from .build import build_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
@@ -226,6 +226,9 @@ def _normalised(cls: type[Any], values: Iterable[tuple[str, Any]]) -> dict[str, 
     return out
 
 
+_NOTHING: dict[str, Any] = {}
+
+
 def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
              muted: frozenset[str], unset: dict[str, Any] | None = None) -> RowChange:
     """One row's change as a flush wrote it (a delete: the row as committed).
@@ -243,9 +246,14 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
         values = [(k, d[k] if k in d else _value(state, k)) for k in plan.capture]
     try:
         # the common case in one pass; _normalised names the column when one fails
-        data = {k: _SCALARS[type(v)](v) for k, v in values}
+        data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
     except (KeyError, TypeError):
-        data = _normalised(cls, values)
+        data = FrozenDict(_normalised(cls, values))
+    if op == "insert" and not plan.raw:
+        # most rows: nothing for conditions to read, nothing old (shared, never mutated)
+        pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
+        key = (plan.root, pk)
+        return RowChange(cls, key, key, op, pk, data, _NOTHING, _NOTHING, now, muted)
     old: dict[str, Any] = {}
     if op == "delete":
         # every column: a delete followed by an insert of the key becomes an update
@@ -462,14 +470,19 @@ class Tracker:
         now = dt.datetime.now(dt.UTC)
         names = muting.active(sink.muted)
         redact = sink.redact
+        # plan and muting per class, once per flush (a flush writes many rows of a class)
+        per_class: dict[type[Any], tuple[Plan, frozenset[str] | None]] = {}
         for op, state, ready in (*inserts, *others):
             if ready is not None:
                 frame.add(ready)
                 continue
-            plan = plans.commit(state.class_, redact)
-            if not plan.bound:
-                continue
-            muted = _muted_for(plan, names)
+            cls = state.class_
+            known = per_class.get(cls)
+            if known is None:
+                plan = plans.commit(cls, redact)
+                known = per_class[cls] = (
+                    plan, _muted_for(plan, names) if plan.bound else None)
+            plan, muted = known
             if muted is None:
                 continue
             if op == "switch":
