@@ -240,14 +240,18 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
     d = state.dict
     if unset:
         d = {**unset, **d}
-    if op == "delete":
-        values = [(k, _committed(state, k)) for k in plan.capture]
-    else:
-        values = [(k, d[k] if k in d else _value(state, k)) for k in plan.capture]
+    values: list[tuple[str, Any]] = []
     try:
-        # the common case in one pass; _normalised names the column when one fails
-        data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
+        # the common case in one pass: every value loaded and of a scalar type
+        if op == "delete":
+            values = [(k, _committed(state, k)) for k in plan.capture]
+            data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
+        else:
+            data = FrozenDict({k: _SCALARS[type(v)](v) for k in plan.capture for v in (d[k],)})
     except (KeyError, TypeError):
+        if op != "delete":
+            values = [(k, d[k] if k in d else _value(state, k)) for k in plan.capture]
+        # _normalised names the column when a value is not JSON
         data = FrozenDict(_normalised(cls, values))
     if op == "insert" and not plan.raw:
         # most rows: nothing for conditions to read, nothing old (shared, never mutated)
