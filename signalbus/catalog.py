@@ -25,7 +25,7 @@ from . import signals
 from .bindings import Binding, qualified_name, registry
 
 if TYPE_CHECKING:
-    from .bus import Runtime
+    from .runtime import Runtime
 
 __all__ = ["build", "json_type", "to_markdown"]
 
@@ -83,15 +83,17 @@ def _enum_values_are(column_type: sa_types.Enum, kind: type) -> bool:
 
 def _payload(binding: Binding, redact: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """The fields of ``binding``'s events with their types, in column order."""
-    from .capture import plan_for
+    from .capture import plans
 
     assert binding.cls is not None
-    plan = plan_for(binding.cls, binding.op, binding.phase, redact)
-    fields = next((bp.payload for bp in plan.bindings if bp.binding is binding), ())
+    fields = plans.payload(binding, redact)
     mapper = sa_inspect(binding.cls)
     out: dict[str, dict[str, Any]] = {}
-    for key in fields:
-        column = mapper.column_attrs[key].columns[0]
+    for prop in mapper.column_attrs:  # in column order
+        if prop.key not in fields:
+            continue
+        key = prop.key
+        column = prop.columns[0]
         out[key] = {"type": json_type(column.type), "nullable": bool(column.nullable)}
     return out
 

@@ -25,7 +25,7 @@ from flask.cli import AppGroup, ScriptInfo, with_appcontext
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from .bus import Runtime
+    from .runtime import Runtime
 
 __all__ = ["cli", "main"]
 
@@ -148,9 +148,10 @@ def _import_target(path: str) -> Any:
 
 def _load(ctx: click.Context, app_import: str | None) -> Runtime:
     """The runtime the command works on."""
-    from .bus import Runtime, SignalBus
+    from .bus import SignalBus
     from .errors import ConfigurationError
     from .outbox.worker import runtime_of
+    from .runtime import Runtime
 
     info = ctx.find_object(ScriptInfo)
     path = app_import or (info.app_import_path if info is not None else None)

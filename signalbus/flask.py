@@ -1,19 +1,21 @@
-"""The Flask layer: wires a :class:`~signalbus.SignalBus` into an app.
+"""The Flask layer: wires a bus runtime into an app.
 
-Imported only when ``init_app`` is called, so ``import signalbus`` does not need Flask.
+Flask itself is imported only inside these functions, so ``import signalbus`` does not
+need Flask. Above the runtime and plugins; below the :class:`~signalbus.SignalBus`
+facade, which calls :func:`init_app`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import capture
-from .bus import DEFAULTS, RUNTIME_KEY, Runtime
+from . import capture, plugins
+from .runtime import RUNTIME_KEY, Runtime
+from .settings import DEFAULTS
+from .sqlite import check_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-    from .bus import SignalBus
 
 __all__ = ["current_app_or_none", "init_app"]
 
@@ -29,7 +31,7 @@ def current_app_or_none() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
-def _resolve_current_app(session: Session) -> Runtime | None:
+def resolve_current_app(session: Session) -> Runtime | None:
     # One Flask-SQLAlchemy db may serve many apps (the app-factory pattern): each
     # transaction goes to the bus of the app it runs in.
     app = current_app_or_none()
@@ -39,7 +41,8 @@ def _resolve_current_app(session: Session) -> Runtime | None:
     return runtime if isinstance(runtime, Runtime) else None
 
 
-def init_app(bus: SignalBus, app: Any, db: Any) -> None:
+def init_app(bus: Any, app: Any, db: Any) -> None:
+    """Register ``bus`` (a :class:`~signalbus.SignalBus`) and a new runtime on ``app``."""
     if "signalbus" in app.extensions or RUNTIME_KEY in app.extensions:
         raise RuntimeError(
             "A 'SignalBus' instance has already been registered on this Flask app. Import "
@@ -52,7 +55,7 @@ def init_app(bus: SignalBus, app: Any, db: Any) -> None:
     app.extensions["signalbus"] = bus
     app.extensions[RUNTIME_KEY] = runtime
     try:
-        runtime.load_plugins()
+        plugins.start(runtime)
     except BaseException:
         # a failed init leaves the app as it was, so the error can be fixed and retried
         del app.extensions["signalbus"]
@@ -60,8 +63,6 @@ def init_app(bus: SignalBus, app: Any, db: Any) -> None:
         raise
     if db is not None:
         with app.app_context():
-            from .sqlite import check_engine
-
             for engine in db.engines.values():
                 check_engine(engine)
-        capture.attach_session(db.session, _resolve_current_app)
+        capture.attach_session(db.session, resolve_current_app)

@@ -13,40 +13,22 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import blinker
 
+from .settings import ALL
+from .settings import parse_muted as parse_muted
+
 __all__ = ["active", "is_muted", "muted", "parse_muted"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ALL = "*"
-"""Stands for every signal in a set of muted names."""
-
 _muted: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
     "signalbus_muted", default=frozenset()
 )
-
-
-def parse_muted(value: Any) -> frozenset[str]:
-    """Turn a ``SIGNALBUS_MUTED`` value (bool, string or list of names) into names."""
-    if value is None or value is False:
-        return frozenset()
-    if value is True:
-        return frozenset({ALL})
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in ("", "0", "false", "no", "off"):
-            return frozenset()
-        if text.lower() in ("1", "true", "yes", "on", "all", "*"):
-            return frozenset({ALL})
-        return frozenset(part.strip() for part in text.split(",") if part.strip())
-    if isinstance(value, Iterable):
-        return frozenset(str(v) for v in value)
-    raise TypeError(f"SIGNALBUS_MUTED must be a bool, a string or a list of names, not {value!r}")
 
 
 def env_muted() -> frozenset[str]:

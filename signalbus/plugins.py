@@ -15,21 +15,45 @@ import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import blinker
 
+from .bindings import registry
+from .capture import plans, sync_bindings
 from .errors import ConfigurationError, PluginError
+from .settings import Settings
 
-if TYPE_CHECKING:
-    from .bus import Runtime
-
-__all__ = ["GROUP", "PluginBus", "PluginRecord", "load_plugins"]
+__all__ = ["GROUP", "Host", "PluginBus", "PluginRecord", "check_requirements", "load_plugins",
+           "start"]
 
 log = logging.getLogger("signalbus")
 
 GROUP = "signalbus.plugins"
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Host(Protocol):
+    """What plugins are loaded into: a bus runtime (:class:`signalbus.runtime.Runtime`)."""
+
+    app: Any
+    config: Mapping[str, Any]
+    db: Any
+    session_factory: Any
+    settings: Settings
+    redact: tuple[str, ...]
+    plugins: list[PluginRecord]
+
+    def connect(self, signal: str | blinker.NamedSignal, fn: Callable[..., Any], *,
+                sender: Any = None, name: str | None = None,
+                plugin: str | None = None) -> None: ...
+
+    def connect_all(self, fn: Callable[..., Any], *, name: str | None = None,
+                    plugin: str | None = None) -> None: ...
+
+    def disconnect_plugin(self, plugin: str) -> None: ...
+
+    def check_receivers(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -49,7 +73,7 @@ class PluginRecord:
 class PluginBus:
     """The ``bus`` a plugin's ``plugin(bus)``/``setup(bus)`` is called with."""
 
-    def __init__(self, runtime: Runtime, record: PluginRecord) -> None:
+    def __init__(self, runtime: Host, record: PluginRecord) -> None:
         self._runtime = runtime
         self._record = record
 
@@ -159,7 +183,7 @@ def discover() -> dict[str, list[metadata.EntryPoint]]:
 
 
 def load_plugins(
-    runtime: Runtime,
+    runtime: Host,
     *,
     only: Iterable[str] | None,
     disabled: Iterable[str],
@@ -233,3 +257,39 @@ def load_plugins(
                 ) from exc
             log.error("%s; the other plugins were loaded", message, exc_info=True)
     return records
+
+
+def check_requirements(records: Iterable[PluginRecord], redact: tuple[str, ...]) -> None:
+    """Check the fields each loaded plugin requires against the bindings of its signals.
+
+    Raises :class:`PluginError` naming the plugin, the binding and the missing fields.
+    """
+    for rec in records:
+        if rec.status != "loaded" or not rec.requires:
+            continue
+        sync_bindings()
+        for signal, fields in rec.requires.items():
+            for binding in registry.bindings:
+                if binding.signal != signal or binding.phase != "commit":
+                    continue
+                missing = sorted(fields - plans.payload(binding, redact))
+                if missing:
+                    raise PluginError(
+                        rec.name,
+                        f"plugin {rec.name!r} needs field(s) {', '.join(map(repr, missing))}"
+                        f" of signal {signal!r}, but {binding.describe()} does not put "
+                        "them in the event's data. Name them in fields= (a redacted "
+                        "field must be named there), or stop excluding them.",
+                        distribution=rec.distribution,
+                    )
+
+
+def start(runtime: Host) -> None:
+    """Load the plugins the runtime's settings select, then check what they require
+    and the receivers they connected."""
+    s = runtime.settings
+    runtime.plugins = load_plugins(
+        runtime, only=s.plugins, disabled=s.disabled_plugins, strict=s.plugins_strict
+    )
+    check_requirements(runtime.plugins, runtime.redact)
+    runtime.check_receivers()

@@ -21,7 +21,7 @@ from .schema import DEAD, DELIVERED, DONE, PENDING, deliveries, outbox
 from .settings import OutboxSettings, aware, utcnow
 
 if TYPE_CHECKING:
-    from ..bus import Runtime
+    from ..runtime import Runtime
 
 __all__ = ["BadValue", "parse_duration", "parse_when", "purge", "replay", "retry", "status"]
 

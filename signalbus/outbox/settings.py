@@ -1,7 +1,7 @@
 """The outbox's settings, the engine it lives on, and its clock.
 
 Settings (app config, or ``attach(config=...)``), with their defaults in
-:data:`signalbus.bus.DEFAULTS`:
+:data:`signalbus.settings.DEFAULTS`:
 
 ``SIGNALBUS_OUTBOX_BATCH`` (100)
     events (and, separately, retried deliveries) a worker claims at once.
@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ..bus import Runtime
+    from ..runtime import Runtime
 
 __all__ = ["OutboxSettings", "aware", "engine_of", "utcnow"]
 

@@ -32,7 +32,7 @@ from .settings import OutboxSettings, engine_of
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from ..bus import Runtime
+    from ..runtime import Runtime
 
 __all__ = ["Outbox", "row_key"]
 

@@ -65,7 +65,7 @@ from .listen import Listener, open_listener
 from .settings import OutboxSettings, engine_of, utcnow
 
 if TYPE_CHECKING:
-    from ..bus import Runtime
+    from ..runtime import Runtime
     from ..signals import Receiver
 
 __all__ = ["CorruptRow", "ReceiverNotFound", "Worker", "WorkerStats", "drain", "runtime_of",
@@ -133,7 +133,7 @@ class _Job:
 class Worker:
     """Delivers the outbox of one runtime (one app).
 
-    ``runtime`` is the app's :class:`signalbus.bus.Runtime` (``bus.runtime(app)``, or
+    ``runtime`` is the app's :class:`signalbus.runtime.Runtime` (``bus.runtime(app)``, or
     ``bus.runtime()`` for plain SQLAlchemy). ``engine`` defaults to the runtime's
     (:func:`signalbus.outbox.engine_of`). The other keyword arguments override the
     ``SIGNALBUS_OUTBOX_*`` settings: ``batch``, ``lease``, ``poll`` (seconds),
@@ -802,9 +802,10 @@ class _Ticker:
 
 def runtime_of(target: Any = None) -> Runtime:
     """The runtime of ``target``: a Flask app, a :class:`~signalbus.SignalBus`, a
-    :class:`~signalbus.bus.Runtime`, or ``None`` (the current app's, else the default
+    :class:`~signalbus.runtime.Runtime`, or ``None`` (the current app's, else the default
     bus's)."""
-    from ..bus import Runtime, SignalBus
+    from ..bus import SignalBus
+    from ..runtime import Runtime
 
     if target is None:
         import signalbus

@@ -1,0 +1,163 @@
+"""Plans: what the bindings of a mapped class need captured from its rows.
+
+A plan is computed once per (class, phase, redaction setting) from the binding
+registry and cached by a :class:`PlanBook`, which drops its cache when a binding is
+added. Nothing here touches a session.
+
+Commit-phase plans cover every op at once: a row's changes in one transaction are
+coalesced before anyone knows which op the net change will be (an insert followed by
+updates is an insert; a delete followed by an insert of its key is an update), so a
+class with any commit binding has its inserts, updates and deletes captured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Mapper
+
+from ..bindings import Binding, registry
+from ..errors import BindingError
+
+__all__ = ["OPS", "BindingPlan", "Plan", "PlanBook", "plans"]
+
+OPS = ("insert", "update", "delete")
+
+
+@dataclasses.dataclass(frozen=True)
+class BindingPlan:
+    """One binding, with the attributes it puts in events."""
+
+    binding: Binding
+    payload: tuple[str, ...]
+    """Attributes put into ``data``: fields/exclude applied, redacted ones removed."""
+    payload_set: frozenset[str]
+    visible: frozenset[str]
+    """Attributes whose change triggers an update binding without ``when=``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What to capture of one class's rows for the bindings of one phase."""
+
+    by_op: Mapping[str, tuple[BindingPlan, ...]]
+    """The bindings of each op, in declaration order."""
+    signals: frozenset[str]
+    capture: tuple[str, ...]
+    """Attributes normalised into the row's data (the union of the payloads)."""
+    raw: tuple[str, ...]
+    """Attributes whose Python values conditions read, and the visible attributes left
+    out of every payload (a change of a redacted column still triggers an update)."""
+    columns: frozenset[str]
+    pk_keys: tuple[str, ...]
+    root: type[Any]
+
+    @property
+    def bound(self) -> bool:
+        return bool(self.signals)
+
+
+EMPTY_PLAN = Plan({}, frozenset(), (), (), frozenset(), (), object)
+
+
+def redacted(name: str, redact: tuple[str, ...]) -> bool:
+    lowered = name.lower()
+    return any(pattern in lowered for pattern in redact)
+
+
+def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
+               redact: tuple[str, ...]) -> Plan:
+    """The plan of ``ops`` of ``phase`` on ``cls`` rows (no cache)."""
+    matching = [
+        b
+        for b in registry.bindings
+        if b.cls is not None and b.op in ops and b.phase == phase and issubclass(cls, b.cls)
+    ]
+    if not matching:
+        return EMPTY_PLAN
+    mapper: Mapper[Any] = sa_inspect(cls)
+    columns = [prop.key for prop in mapper.column_attrs]
+    column_set = frozenset(columns)
+    by_op: dict[str, list[BindingPlan]] = {}
+    capture: dict[str, None] = {}
+    raw: dict[str, None] = {}
+    for b in matching:
+        for named, what in ((b.fields, "fields"), (b.exclude, "exclude")):
+            unknown = sorted((named or frozenset()) - column_set)
+            if unknown:
+                raise BindingError(
+                    f"{b.describe()}: {cls.__qualname__} has no column attribute "
+                    f"{', '.join(map(repr, unknown))} (in {what}=); its column attributes "
+                    f"are {', '.join(columns)}."
+                )
+        visible = [c for c in columns if (b.fields is None or c in b.fields)
+                   and c not in b.exclude]
+        payload = tuple(c for c in visible
+                        if (b.fields is not None and c in b.fields) or not redacted(c, redact))
+        by_op.setdefault(b.op, []).append(
+            BindingPlan(b, payload, frozenset(payload), frozenset(visible)))
+        capture.update(dict.fromkeys(payload))
+        if b.when is not None:
+            raw.update(dict.fromkeys(columns if b.when.fields is None else
+                                     [c for c in columns if c in b.when.fields]))
+        if b.op == "update":
+            raw.update(dict.fromkeys(c for c in visible if c not in payload))
+    pk_keys = tuple(mapper.get_property_by_column(col).key for col in mapper.primary_key)
+    return Plan(
+        {op: tuple(bps) for op, bps in by_op.items()},
+        frozenset(b.signal for b in matching),
+        tuple(capture),
+        tuple(raw),
+        column_set,
+        pk_keys,
+        mapper.base_mapper.class_,
+    )
+
+
+class PlanBook:
+    """The cache of plans, emptied whenever the binding registry changes."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[type[Any], str, str, tuple[str, ...]], Plan] = {}
+        self._version = -1
+        self._lock = threading.Lock()
+
+    def _fresh(self) -> None:
+        if self._version != registry.version:
+            with self._lock:
+                self._plans.clear()
+                self._version = registry.version
+
+    def commit(self, cls: type[Any], redact: tuple[str, ...]) -> Plan:
+        """The plan of every commit-phase binding of ``cls`` (all ops)."""
+        self._fresh()
+        key = (cls, "*", "commit", redact)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = build_plan(cls, OPS, "commit", redact)
+        return plan
+
+    def flush(self, cls: type[Any], op: str, redact: tuple[str, ...]) -> Plan:
+        """The plan of the ``phase="flush"`` bindings of ``op`` on ``cls``."""
+        self._fresh()
+        key = (cls, op, "flush", redact)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = build_plan(cls, (op,), "flush", redact)
+        return plan
+
+    def payload(self, binding: Binding, redact: tuple[str, ...]) -> frozenset[str]:
+        """The attributes ``binding`` puts in its events' ``data``."""
+        assert binding.cls is not None
+        plan = (self.commit(binding.cls, redact) if binding.phase == "commit"
+                else self.flush(binding.cls, binding.op, redact))
+        return next(bp.payload_set for bp in plan.by_op.get(binding.op, ())
+                    if bp.binding is binding)
+
+
+plans = PlanBook()
+"""The process's plans (bindings are process-wide declarations, so are their plans)."""
