@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "BindingError",
     "ConfigurationError",
+    "NotConfigured",
     "Permanent",
     "PluginError",
     "Retry",
@@ -45,6 +46,18 @@ class PluginError(ConfigurationError):
         super().__init__(message)
         self.plugin = plugin
         self.distribution = distribution
+
+
+class NotConfigured(SignalBusError):  # noqa: N818 - reads as the state it reports
+    """Raised by a plugin's ``plugin(bus)``/``setup(bus)`` to say that it is installed
+    but not configured in this app, so it is skipped.
+
+    Unlike a failure, it is logged once per process at INFO and the plugin is listed as
+    ``skipped: <message>`` by ``flask signalbus list``; what it connected so far is
+    disconnected. A plugin named in ``SIGNALBUS_PLUGINS`` was asked for explicitly, so
+    there it is a failure (an error under ``SIGNALBUS_PLUGINS_STRICT``). The message
+    should name the setting that turns the plugin on.
+    """
 
 
 class Retry(Exception):  # noqa: N818 - the public name is fixed by the contract

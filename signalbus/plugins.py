@@ -10,6 +10,7 @@ a ``requires`` attribute (``{"user_registered": {"email"}}``) or with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 import types
@@ -21,11 +22,11 @@ import blinker
 
 from .bindings import registry
 from .capture import plans, sync_bindings
-from .errors import ConfigurationError, PluginError
+from .errors import ConfigurationError, NotConfigured, PluginError
 from .settings import Settings
 
-__all__ = ["GROUP", "Host", "PluginBus", "PluginRecord", "check_requirements", "load_plugins",
-           "start"]
+__all__ = ["GROUP", "Host", "NotConfigured", "PluginBus", "PluginRecord", "check_requirements",
+           "load_plugins", "start"]
 
 log = logging.getLogger("signalbus")
 
@@ -63,8 +64,10 @@ class PluginRecord:
     name: str
     distribution: str | None
     status: str
-    """``"loaded"``, ``"failed"`` or ``"disabled"``."""
+    """``"loaded"``, ``"failed"``, ``"disabled"`` or ``"skipped"`` (it raised
+    :class:`NotConfigured`)."""
     error: str | None = None
+    """Why it failed, or (``"skipped"``) why it is not configured."""
     requires: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
     details: list[str] = dataclasses.field(default_factory=list)
     """Lines the plugin asked ``flask signalbus list`` to show (secrets redacted by it)."""
@@ -240,6 +243,20 @@ def load_plugins(
             if declared:
                 bus.requires(declared)
             setup(bus)
+        except NotConfigured as exc:
+            runtime.disconnect_plugin(name)
+            if only is None:  # installed, not asked for: skipping it is no failure
+                record.status = "skipped"
+                record.error = str(exc)
+                _log_skip(name, record.error)
+                continue
+            record.status = "failed"
+            record.error = f"{type(exc).__name__}: {exc}"
+            message = (f"signalbus plugin {name!r} is named in SIGNALBUS_PLUGINS but not "
+                       f"configured: {exc}")
+            if strict:
+                raise PluginError(name, message, distribution=record.distribution) from exc
+            log.error("%s (the other plugins were loaded)", message)
         except Exception as exc:
             runtime.disconnect_plugin(name)
             record.status = "failed"
@@ -257,6 +274,13 @@ def load_plugins(
                 ) from exc
             log.error("%s; the other plugins were loaded", message, exc_info=True)
     return records
+
+
+@functools.cache
+def _log_skip(name: str, reason: str) -> None:
+    """Log a skipped plugin once per process: every attach() would say it again."""
+    log.info("signalbus plugin %r is installed but not configured here, skipped: %s",
+             name, reason)
 
 
 def check_requirements(records: Iterable[PluginRecord], redact: tuple[str, ...]) -> None:

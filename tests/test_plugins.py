@@ -193,3 +193,71 @@ def test_each_bus_reaches_only_its_own_plugins(site, engine, models):
             s.commit()
     assert runtime.config["GOOD_SEEN"] == ["a@x"]
     assert "GOOD_SEEN" not in other.config
+
+
+LAZY = """
+    from signalbus.plugins import NotConfigured
+
+    def plugin(bus):
+        bus.connect("user_registered", on_user, name="lazy:on_user")
+        if not bus.config.get("LAZY_URL"):
+            raise NotConfigured("lazy needs LAZY_URL, the address to post to")
+
+    def on_user(sender, event, **kw):
+        pass
+"""
+
+
+def _lazy_records(caplog):
+    return [r for r in caplog.records if r.name == "signalbus" and "'lazy'" in r.getMessage()]
+
+
+def test_a_plugin_not_configured_here_is_skipped_and_said_once(site, engine, caplog):
+    site.install("acme-lazy", "lazy", LAZY, entry="lazy:plugin")
+    caplog.set_level(logging.INFO, logger="signalbus")
+    signalbus.plugins._log_skip.cache_clear()  # once per process: this test's process
+    for _ in range(2):
+        _, runtime = _attach(engine)
+        (record,) = [p for p in runtime.plugins if p.name == "lazy"]
+        assert (record.status, record.error) == (
+            "skipped", "lazy needs LAZY_URL, the address to post to")
+        connected = [r.name for recs in runtime.receivers().values() for r in recs]
+        assert "lazy:on_user" not in connected  # what it connected before is gone
+    (logged,) = _lazy_records(caplog)
+    assert logged.levelno == logging.INFO
+    assert logged.getMessage() == (
+        "signalbus plugin 'lazy' is installed but not configured here, skipped: "
+        "lazy needs LAZY_URL, the address to post to")
+    assert logged.exc_info is None
+
+
+def test_a_plugin_asked_for_but_not_configured_is_a_failure(site, engine, caplog):
+    site.install("acme-lazy", "lazy", LAZY, entry="lazy:plugin")
+    _, runtime = _attach(engine, SIGNALBUS_PLUGINS=["lazy"])
+    (record,) = runtime.plugins
+    assert (record.status, record.error) == (
+        "failed", "NotConfigured: lazy needs LAZY_URL, the address to post to")
+    assert [r.levelno for r in _lazy_records(caplog)] == [logging.ERROR]
+    with pytest.raises(PluginError) as info:
+        _attach(engine, SIGNALBUS_PLUGINS=["lazy"], SIGNALBUS_PLUGINS_STRICT=True)
+    assert str(info.value) == (
+        "signalbus plugin 'lazy' is named in SIGNALBUS_PLUGINS but not configured: lazy "
+        "needs LAZY_URL, the address to post to")
+
+
+def test_a_configured_plugin_loads(site, engine):
+    site.install("acme-lazy", "lazy", LAZY, entry="lazy:plugin")
+    _, runtime = _attach(engine, LAZY_URL="http://127.0.0.1:9/")
+    (record,) = [p for p in runtime.plugins if p.name == "lazy"]
+    assert record.status == "loaded"
+
+
+def test_installed_plugins_do_not_flood_a_plain_attach_with_errors(engine, caplog):
+    """signalbus-plans without SIGNALBUS_PLANS, signalbus-journal without a directory:
+    a plain attach() in a script or another service logs no error for them."""
+    caplog.set_level(logging.INFO, logger="signalbus")
+    _, runtime = _attach(engine)
+    status = {p.name: (p.status, p.error) for p in runtime.plugins}
+    assert status["plans"][0] == "skipped", status
+    assert status["journal"][0] == "skipped", status
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

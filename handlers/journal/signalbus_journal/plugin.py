@@ -17,6 +17,7 @@ from typing import Any
 
 import signalbus
 from signalbus import Event
+from signalbus.errors import NotConfigured
 from signalbus.plugins import PluginBus
 
 from .journal import Journal
@@ -59,7 +60,7 @@ def journal_dir(config: Mapping[str, Any], app: Any = None) -> str:
         return str(os.fspath(directory))
     if app is not None:
         return os.path.join(str(app.instance_path), DEFAULT_DIRNAME)
-    raise signalbus.ConfigurationError(
+    raise NotConfigured(
         "signalbus-journal needs SIGNALBUS_JOURNAL_DIR, the directory to write the "
         "journal files to (outside Flask there is no instance folder to default to)."
     )

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
 import signalbus
+from signalbus.errors import NotConfigured
 from signalbus.plugins import PluginBus
 
 from .table import plan_subscriptions as t
@@ -79,7 +80,8 @@ class Settings:
         """Read and check the settings; :class:`signalbus.ConfigurationError` names the key."""
         raw = config.get("SIGNALBUS_PLANS")
         if raw is None:
-            raise signalbus.ConfigurationError(
+            # installed but not set up in this app (a script, another service): skipped
+            raise NotConfigured(
                 "signalbus-plans needs SIGNALBUS_PLANS, a mapping of plan name to the list "
                 "of services it includes, e.g. {'free': ['newsletter'], 'pro': "
                 "['newsletter', 'priority-support']}. Set it in the app config, or add "
