@@ -65,7 +65,9 @@ class SignalBus:
         ``SIGNALBUS_MAX_DEPTH`` (the chain limit of receivers committing changes), and
         the delivery mode's own keys. Loads the installed plugins, checks their
         requirements, and wires the Flask-SQLAlchemy session of ``db`` (or of the ``db``
-        given to the constructor).
+        given to the constructor, else the Flask-SQLAlchemy extension registered on
+        ``app``; with bindings declared and none of these, a warning is logged naming
+        ``db=``).
         """
         flask.init_app(self, app, db if db is not None else self.db)
 
@@ -101,6 +103,11 @@ class SignalBus:
         if not capture.attach_session(target, resolve):
             log.debug("%r was already attached", target)
         return runtime
+
+    @property
+    def attached(self) -> bool:
+        """Whether :meth:`attach` has wired a session factory (or session) to this bus."""
+        return self._plain is not None
 
     def runtime(self, app: Any = None) -> Runtime:
         """The runtime of ``app`` (the current Flask app by default), else the plain one."""

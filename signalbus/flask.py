@@ -7,9 +7,11 @@ facade, which calls :func:`init_app`.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from . import capture, plugins
+from .bindings import registry
 from .runtime import RUNTIME_KEY, Runtime
 from .settings import DEFAULTS
 from .sqlite import check_engine
@@ -17,7 +19,9 @@ from .sqlite import check_engine
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-__all__ = ["current_app_or_none", "init_app"]
+__all__ = ["current_app_or_none", "find_db", "init_app"]
+
+log = logging.getLogger("signalbus")
 
 
 def current_app_or_none() -> Any:
@@ -41,6 +45,41 @@ def resolve_current_app(session: Session) -> Runtime | None:
     return runtime if isinstance(runtime, Runtime) else None
 
 
+def find_db(app: Any, *, attached: bool = False) -> Any:
+    """The Flask-SQLAlchemy extension registered on ``app`` (``db.init_app(app)`` puts it
+    in ``app.extensions["sqlalchemy"]``), for an ``init_app`` called without ``db=``.
+
+    When there is none, bindings are declared and the bus has no session factory
+    ``attached`` either (plain SQLAlchemy sessions in a Flask app: ``bus.attach(...)``),
+    the bindings would capture nothing for this app: a WARNING on the ``signalbus``
+    logger names ``db=``. It is not an error, because bindings are declarations of the
+    whole process and an app without a database (one that only emits, a test's small
+    app) may legitimately share the process with the apps that have one.
+    """
+    db = app.extensions.get("sqlalchemy")
+    if db is not None and _is_flask_sqlalchemy(db):
+        return db
+    if registry.bindings and not attached:
+        declared = ", ".join(b.describe() for b in registry.bindings[:2])
+        more = f" and {len(registry.bindings) - 2} more" if len(registry.bindings) > 2 else ""
+        log.warning(
+            "signalbus.init_app(app) found no Flask-SQLAlchemy extension on app %r and was "
+            "given no db=, so the bindings (%s%s) capture nothing in it. Call "
+            "db.init_app(app) before signalbus.init_app(app), or pass the extension: "
+            "signalbus.init_app(app, db=db). (Plain SQLAlchemy sessions: "
+            "bus.attach(sessionmaker), then bus.init_app(app).)", app.name, declared, more,
+        )
+    return None
+
+
+def _is_flask_sqlalchemy(obj: Any) -> bool:
+    try:
+        from flask_sqlalchemy import SQLAlchemy
+    except ImportError:  # something else registered under that name
+        return False
+    return isinstance(obj, SQLAlchemy)
+
+
 def init_app(bus: Any, app: Any, db: Any) -> None:
     """Register ``bus`` (a :class:`~signalbus.SignalBus`) and a new runtime on ``app``."""
     if "signalbus" in app.extensions or RUNTIME_KEY in app.extensions:
@@ -50,6 +89,8 @@ def init_app(bus: Any, app: Any, db: Any) -> None:
         )
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
+    if db is None:
+        db = find_db(app, attached=bus.attached)
     factory = db.session if db is not None else None
     runtime = Runtime(bus, app.config, app=app, db=db, session_factory=factory)
     app.extensions["signalbus"] = bus

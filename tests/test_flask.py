@@ -194,3 +194,91 @@ def test_an_app_is_not_kept_alive_by_the_bus(tmp_path):
     del app
     gc.collect()
     assert ref() is None
+
+
+def test_init_app_without_db_finds_the_apps_flask_sqlalchemy(tmp_path, signalbus_capture):
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    db = SQLAlchemy(model_class=Base)
+
+    class Pet(db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "found_db_pets"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    signalbus.bind(Pet, "insert", "pet_adopted")
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'pets.sqlite'}",
+                      SIGNALBUS_PLUGINS=[])
+    db.init_app(app)
+    with app.app_context():
+        signalbus.sqlite.configure(db.engine)
+        db.create_all()
+    signalbus.SignalBus().init_app(app)  # no db=
+    with app.app_context():
+        db.session.add(Pet(id=7))
+        db.session.commit()
+        db.engine.dispose()
+    assert signalbus_capture.assert_sent("pet_adopted", id=7).pk == 7
+
+
+def test_init_app_without_any_db_and_with_bindings_says_db(tmp_path, caplog):
+    from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Toy(Base):
+        __tablename__ = "found_db_toys"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    signalbus.bind(Toy, "insert", "toy_made")
+    app = Flask("toys")
+    app.config.update(SIGNALBUS_PLUGINS=[])
+    signalbus.SignalBus().init_app(app)
+    (record,) = [r for r in caplog.records if r.name == "signalbus"]
+    assert record.levelname == "WARNING"
+    message = record.getMessage()
+    assert message.startswith(
+        "signalbus.init_app(app) found no Flask-SQLAlchemy extension on app 'toys' and was "
+        "given no db=, so the bindings (bind('")
+    assert message.endswith(
+        "capture nothing in it. Call db.init_app(app) before signalbus.init_app(app), or "
+        "pass the extension: signalbus.init_app(app, db=db). (Plain SQLAlchemy sessions: "
+        "bus.attach(sessionmaker), then bus.init_app(app).)")
+
+
+def test_plain_sqlalchemy_sessions_in_a_flask_app(tmp_path, signalbus_capture):
+    """The fix the error above names works: attach, then init_app; commits inside the
+    app context go to the app's bus."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Kite(Base):
+        __tablename__ = "found_db_kites"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    engine = signalbus.sqlite.configure(create_engine(f"sqlite:///{tmp_path / 'k.sqlite'}"))
+    Base.metadata.create_all(engine)
+    signalbus.bind(Kite, "insert", "kite_flown")
+    Session = sessionmaker(engine)
+    bus = signalbus.SignalBus()
+    bus.attach(Session, plugins=False)
+    app = Flask("kites")
+    app.config.update(SIGNALBUS_PLUGINS=[])
+    bus.init_app(app)
+    seen = []
+    bus.runtime(app).connect("kite_flown", lambda sender, event, **kw: seen.append(event.pk),
+                             name="tests.kites", plugin="test")
+    with app.app_context(), Session() as session:
+        session.add(Kite(id=3))
+        session.commit()
+    engine.dispose()
+    assert seen == [3]
+    signalbus_capture.assert_sent("kite_flown", id=3)
