@@ -12,11 +12,22 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["ALL", "BACKENDS", "DEFAULTS", "Settings", "comma_list", "parse_muted"]
+__all__ = ["ALL", "BACKENDS", "DEFAULTS", "Settings", "comma_list", "fold", "parse_muted"]
+
+_SEPARATORS = str.maketrans("", "", "_-. ")
+
+
+def fold(name: str) -> str:
+    """An attribute name (or a ``SIGNALBUS_REDACT`` pattern) as redaction compares it:
+    lower case, without ``_``, ``-``, ``.`` and spaces — so that ``api_key`` matches
+    ``sendGridApiKey``, ``APIKey`` and ``api-key`` alike."""
+    return name.lower().translate(_SEPARATORS)
+
 
 DEFAULTS: dict[str, Any] = {
     "SIGNALBUS_DELIVERY": "inline",
-    "SIGNALBUS_REDACT": ("password", "secret", "token", "api_key"),
+    "SIGNALBUS_REDACT": ("password", "passwd", "pwd", "secret", "token", "api_key",
+                         "private_key", "credential"),
     "SIGNALBUS_MUTED": False,
     "SIGNALBUS_PLUGINS": None,
     "SIGNALBUS_DISABLED_PLUGINS": (),
@@ -98,7 +109,7 @@ class Settings:
         plugins = get("SIGNALBUS_PLUGINS")
         return cls(
             delivery=delivery,
-            redact=tuple(p.lower() for p in comma_list(get("SIGNALBUS_REDACT"))),
+            redact=tuple(fold(p) for p in comma_list(get("SIGNALBUS_REDACT"))),
             muted=parse_muted(get("SIGNALBUS_MUTED")),
             plugins=comma_list(plugins) if plugins is not None else None,
             disabled_plugins=comma_list(get("SIGNALBUS_DISABLED_PLUGINS")),

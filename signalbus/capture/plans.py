@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapper
 
 from ..bindings import Binding, registry
 from ..errors import BindingError
+from ..settings import fold
 
 __all__ = ["OPS", "BindingPlan", "Plan", "PlanBook", "plans"]
 
@@ -65,8 +66,10 @@ EMPTY_PLAN = Plan({}, frozenset(), (), (), frozenset(), (), object)
 
 
 def redacted(name: str, redact: tuple[str, ...]) -> bool:
-    lowered = name.lower()
-    return any(pattern in lowered for pattern in redact)
+    """Whether attribute ``name`` is left out of payloads: one of the ``redact``
+    patterns (already folded by the settings) is in its folded form."""
+    folded = fold(name)
+    return any(pattern in folded for pattern in redact)
 
 
 def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
