@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import blinker
+from sqlalchemy.orm import scoped_session
 
 from . import capture, flask
 from .errors import ConfigurationError
@@ -128,13 +129,17 @@ class SignalBus:
              session: Session | None = None) -> Event:
         """Send a domain event not tied to a row.
 
-        With ``session``, the event joins that session's transaction (beginning one if
-        none is active) and is delivered only if it commits, in order with the row
-        events. Without, it is delivered (or stored, in outbox mode) now. Raises
-        :class:`ConfigurationError` for a signal name nobody declared.
+        With ``session`` (a ``Session``, or a ``scoped_session`` such as
+        Flask-SQLAlchemy's ``db.session``, meaning its current session), the event joins
+        that session's transaction (beginning one if none is active) and is delivered
+        only if it commits, in order with the row events. Without, it is delivered (or
+        stored, in outbox mode) now. Raises :class:`ConfigurationError` for a signal name
+        nobody declared.
         """
         if session is None:
             return self.runtime().emit(signal, data)
+        if isinstance(session, scoped_session):  # Flask-SQLAlchemy's db.session
+            session = session()
         event = make_event(signal, data)
         st = capture.session_state(session)
         sink = st.tracker.resolve(session) or self.runtime()
