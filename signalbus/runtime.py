@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from .plugins import PluginRecord
 
-__all__ = ["ALL_SIGNALS", "RUNTIME_KEY", "Backend", "Runtime", "make_event"]
+__all__ = ["ALL_SIGNALS", "RUNTIME_KEY", "Backend", "Runtime", "Runtimes", "make_event"]
 
 log = logging.getLogger("signalbus")
 
@@ -55,8 +55,36 @@ class Backend(Protocol):
     def emit(self, sender: Any, event: Event) -> None: ...
 
 
+class Runtimes:
+    """The runtimes alive in the process, in the order they were made (weakly held).
+
+    For tools that must find "the" app without being told, such as the pytest plugin's
+    ``signalbus_drain()`` outside an app context; nothing in delivery reads it.
+    """
+
+    def __init__(self) -> None:
+        self._alive: weakref.WeakValueDictionary[int, Runtime] = weakref.WeakValueDictionary()
+        self._made = 0
+
+    def add(self, runtime: Runtime) -> None:
+        self._made += 1
+        self._alive[self._made] = runtime
+
+    @property
+    def made(self) -> int:
+        """How many runtimes were made so far (a mark for :meth:`since`)."""
+        return self._made
+
+    def since(self, mark: int) -> list[Runtime]:
+        """The runtimes made after ``mark`` that are still alive, oldest first."""
+        return [rt for n, rt in sorted(self._alive.items()) if n > mark]
+
+
 class Runtime:
     """One app's bus: settings, plugin receivers, delivery. Implements capture's sink."""
+
+    made: Runtimes = Runtimes()
+    """Every runtime of the process, weakly (see :class:`Runtimes`)."""
 
     def __init__(
         self,
@@ -81,6 +109,7 @@ class Runtime:
         self.plugins: list[PluginRecord] = []
         self.backend: Backend = self._make_backend()
         self.prepares = self.backend.prepares
+        Runtime.made.add(self)
 
     def _make_backend(self) -> Backend:
         path = BACKENDS[self.settings.delivery]

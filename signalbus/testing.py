@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from . import delivery
+from .errors import ConfigurationError
 from .events import Event, normalise
 from .muting import muted
 from .signals import Receiver
@@ -100,25 +101,71 @@ def signalbus_capture() -> Generator[SignalCapture, None, None]:
         delivery.observers.remove(capture._record)
 
 
+_TEST_START = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from .runtime import Runtime
+
+    item.stash[_TEST_START] = Runtime.made.made  # runtimes made from here on are the test's
+
+
 @pytest.fixture
-def signalbus_drain() -> Callable[..., Any]:
+def signalbus_drain(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """Deliver the outbox with the real worker code, in the test's process and thread.
 
     Returns ``drain(target=None, **options)``, which runs
     :func:`signalbus.outbox.worker.drain`: the worker loop, claiming and delivering batches
     until nothing is due, then returns its :class:`~signalbus.outbox.worker.WorkerStats`.
-    ``target`` is the Flask app, :class:`~signalbus.SignalBus` or runtime (default:
-    the current app's, else the default bus); ``options`` go to
-    :class:`~signalbus.outbox.worker.Worker` (``backoff_base=0`` makes retries due at once).
-    Receiver exceptions fail the test, as in inline mode.
+    ``target`` is the Flask app, :class:`~signalbus.SignalBus` or runtime. Without it:
+    the current Flask app's, else the one outbox-mode bus set up during this test
+    (``init_app`` or ``attach``), else the default bus's; with several set up, the error
+    asks for the one to drain. ``options`` go to :class:`~signalbus.outbox.worker.Worker`
+    (``backoff_base=0`` makes retries due at once). Receiver exceptions fail the test, as
+    in inline mode.
     """
+    start = request.node.stash.get(_TEST_START, 0)
 
     def drain(target: Any = None, **options: Any) -> Any:
         from .outbox.worker import drain as run
 
+        if target is None:
+            target = _default_target(start)
         return run(target, **options)
 
     return drain
+
+
+def _default_target(start: int) -> Any:
+    """What ``signalbus_drain()`` drains when not told (see the fixture)."""
+    from .flask import current_app_or_none
+    from .runtime import Runtime
+
+    app = current_app_or_none()
+    if app is not None:
+        return app
+    mine = [rt for rt in Runtime.made.since(start) if rt.backend.name != "inline"]
+    if len(mine) == 1:
+        return mine[0]
+    if len(mine) > 1:
+        names = ", ".join(f"app {rt.app.name!r}" if rt.app is not None else "a plain bus"
+                          for rt in mine)
+        raise ConfigurationError(
+            f"signalbus_drain() found {len(mine)} outbox-mode buses set up in this test "
+            f"({names}): pass the one to drain, signalbus_drain(app) (a Flask app, a "
+            "SignalBus or a runtime)."
+        )
+    import signalbus
+
+    if signalbus.bus.attached:
+        return signalbus.bus
+    raise ConfigurationError(
+        "signalbus_drain() found no outbox-mode bus to drain: none was set up during this "
+        "test (init_app or attach with SIGNALBUS_DELIVERY='outbox'), no Flask app context "
+        "is active, and the default bus is not attached. Pass the app: "
+        "signalbus_drain(app) (a Flask app, a SignalBus or a runtime)."
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -147,3 +147,73 @@ def test_ini_option_logs_instead(app_module):
     )
     result = app_module.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+DRAIN_TESTS = '''
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import signalbus
+import signalbus.outbox
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class Pet(db.Model):
+    __tablename__ = "pets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+signalbus.bind(Pet, "insert", "pet_adopted")
+
+
+def make_app(tmp_path, name):
+    app = Flask(name)
+    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / name}.sqlite",
+                      SIGNALBUS_PLUGINS=[], SIGNALBUS_DELIVERY="outbox")
+    db.init_app(app)
+    with app.app_context():
+        signalbus.sqlite.configure(db.engine)
+        db.create_all()
+        signalbus.outbox.create_all(db.engine)
+    signalbus.SignalBus().init_app(app, db=db)
+    return app
+
+
+def test_drain_finds_the_tests_app(tmp_path, signalbus_capture, signalbus_drain):
+    app = make_app(tmp_path, "one")
+    with app.app_context():
+        db.session.add(Pet(id=1))
+        db.session.commit()
+    stats = signalbus_drain()  # no argument, no app context
+    assert signalbus_capture.names == ["pet_adopted"]
+
+
+def test_two_apps_ask_which(tmp_path, signalbus_drain):
+    make_app(tmp_path, "one"), make_app(tmp_path, "two")
+    with pytest.raises(signalbus.ConfigurationError) as info:
+        signalbus_drain()
+    assert str(info.value) == (
+        "signalbus_drain() found 2 outbox-mode buses set up in this test (app 'one', app "
+        "'two'): pass the one to drain, signalbus_drain(app) (a Flask app, a SignalBus or "
+        "a runtime).")
+
+
+def test_nothing_to_drain_says_what_to_pass(signalbus_drain):
+    with pytest.raises(signalbus.ConfigurationError) as info:
+        signalbus_drain()
+    assert "Pass the app: signalbus_drain(app)" in str(info.value)
+'''
+
+
+def test_drain_without_arguments_finds_the_app_or_says_what_to_pass(pytester):
+    pytester.makepyfile(test_drain=DRAIN_TESTS)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
