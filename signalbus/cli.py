@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
-from flask.cli import AppGroup, ScriptInfo, with_appcontext
+from flask.cli import AppGroup, ScriptInfo
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -33,17 +33,6 @@ COMMAND_MODULES: tuple[str, ...] = ()
 """Modules that add commands to the group when they exist."""
 
 cli = AppGroup("signalbus", help="Inspect signalbus and run its worker.")
-
-
-def _runtime() -> Any:
-    from flask import current_app
-
-    ext = current_app.extensions.get("signalbus")
-    if ext is None:
-        raise click.ClickException(
-            "signalbus is not set up on this app: call signalbus.init_app(app) in the app factory."
-        )
-    return ext.runtime(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def _listing(runtime: Any) -> dict[str, Any]:
@@ -69,12 +58,16 @@ def _listing(runtime: Any) -> dict[str, Any]:
     return out
 
 
-@cli.command("list")
+@cli.command("list", with_appcontext=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@with_appcontext
-def list_command(as_json: bool) -> None:
+@click.option(
+    "--app", "app_import", metavar="IMPORT", default=None,
+    help="The app, as for every signalbus command (see 'signalbus --help').",
+)
+def list_command(as_json: bool, app_import: str | None) -> None:
     """Show signals, their bindings and receivers, and the plugins."""
-    listing = _listing(_runtime())
+    with _opened(app_import) as runtime:
+        listing = _listing(runtime)
     if as_json:
         click.echo(json.dumps(listing, indent=2))
         return
@@ -102,17 +95,21 @@ def list_command(as_json: bool) -> None:
             click.echo(f"    {detail}")
 
 
-@cli.command("catalog")
+@cli.command("catalog", with_appcontext=False)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown",
               show_default=True, help="Markdown for a docs site, or JSON for tools.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write to this file instead of standard output.")
-@with_appcontext
-def catalog_command(fmt: str, output: str | None) -> None:
+@click.option(
+    "--app", "app_import", metavar="IMPORT", default=None,
+    help="The app, as for every signalbus command (see 'signalbus --help').",
+)
+def catalog_command(fmt: str, output: str | None, app_import: str | None) -> None:
     """Write the catalog of every signal: producers, payload fields, consumers."""
     from . import catalog
 
-    data = catalog.build(_runtime())
+    with _opened(app_import) as runtime:
+        data = catalog.build(runtime)
     text = (json.dumps(data, indent=2) + "\n" if fmt == "json"
             else catalog.to_markdown(data))
     if output is None:
@@ -457,11 +454,14 @@ def main() -> None:
     """``signalbus --app module:factory COMMAND``: the same commands without ``flask``."""
 
     @click.group(cls=AppGroup, commands=cli.commands, help=cli.help)
-    @click.option("--app", "app_import", default=None,
-                  help="The app factory or instance, as 'module:factory' or 'module:app' "
-                       "(the outbox commands also take --app after their name).")
+    @click.option("--app", "app_import", default=None, envvar="SIGNALBUS_APP",
+                  help="The app: 'module:factory' (Flask app factory), 'module:app', or a "
+                       "plain SQLAlchemy 'module:bus' (a SignalBus). Every command also "
+                       "takes --app after its name; SIGNALBUS_APP (or FLASK_APP) in the "
+                       "environment does the same.")
     @click.pass_context
-    def entry(ctx: click.Context, app_import: str) -> None:
+    def entry(ctx: click.Context, app_import: str | None) -> None:
+        app_import = app_import or os.environ.get("FLASK_APP") or None
         ctx.ensure_object(ScriptInfo).app_import_path = app_import
 
     entry(obj=ScriptInfo(), auto_envvar_prefix="SIGNALBUS")
