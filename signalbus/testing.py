@@ -6,6 +6,7 @@
 * ``@pytest.mark.signalbus_muted(*names)``: mutes all signals (or those named) for the
   test, as :func:`signalbus.muted` does.
 * ``signalbus_drain``: runs the real outbox worker in-process until nothing is due.
+* ``signalbus_cli``: runs a ``flask signalbus …`` command against an app.
 * A receiver that raises during a test fails that test, though inline delivery
   swallows the exception in production. Opt out for one test with
   ``@pytest.mark.signalbus_receiver_errors("log")``, or for a whole suite with the ini
@@ -99,6 +100,26 @@ def signalbus_capture() -> Generator[SignalCapture, None, None]:
         yield capture
     finally:
         delivery.observers.remove(capture._record)
+
+
+@pytest.fixture
+def signalbus_cli() -> Callable[..., Any]:
+    """Run a ``flask signalbus …`` command against an app, in the test's process.
+
+    Returns ``run(app, *args)``, which invokes the command group through the app's
+    ``test_cli_runner()`` and returns click's ``Result`` (``exit_code``, ``output``);
+    ``run(app, "status", "--json")`` is ``flask signalbus status --json``. (The group is
+    registered through the ``flask.commands`` entry point, which ``test_cli_runner``
+    does not load: ``app.test_cli_runner().invoke(signalbus.cli.cli, [...])`` is the
+    same call without the fixture.)
+    """
+
+    def run(app: Any, *args: str) -> Any:
+        from .cli import cli
+
+        return app.test_cli_runner().invoke(cli, list(args))
+
+    return run
 
 
 _TEST_START = pytest.StashKey[int]()

@@ -103,3 +103,11 @@ def test_import_signalbus_imports_no_optional_part():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_signalbus_cli_fixture_runs_a_command(tmp_path, signalbus_cli):
+    signalbus.bind(Ticket, "insert", "ticket_filed")
+    app = _app(tmp_path)
+    result = signalbus_cli(app, "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert "ticket_filed" in {s["name"] for s in json.loads(result.output)["signals"]}
