@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import Any, Protocol, TypeVar
 
 import blinker
+from sqlalchemy import inspect as sa_inspect
 
 from .bindings import registry
 from .capture import plans, sync_bindings
@@ -297,15 +298,27 @@ def check_requirements(records: Iterable[PluginRecord], redact: tuple[str, ...])
                 if binding.signal != signal or binding.phase != "commit":
                     continue
                 missing = sorted(fields - plans.payload(binding, redact))
-                if missing:
-                    raise PluginError(
-                        rec.name,
-                        f"plugin {rec.name!r} needs field(s) {', '.join(map(repr, missing))}"
-                        f" of signal {signal!r}, but {binding.describe()} does not put "
-                        "them in the event's data. Name them in fields= (a redacted "
-                        "field must be named there), or stop excluding them.",
-                        distribution=rec.distribution,
-                    )
+                if not missing:
+                    continue
+                assert binding.cls is not None
+                columns = {prop.key for prop in sa_inspect(binding.cls).column_attrs}
+                absent = [f for f in missing if f not in columns]
+                if absent:
+                    # fields= cannot name what the model does not have: say what can help
+                    fix = (f"{binding.cls.__name__} has no column attribute "
+                           f"{', '.join(map(repr, absent))}: add it to the model, or "
+                           f"configure plugin {rec.name!r} not to need it (see its "
+                           "documentation: a plugin may offer a default).")
+                else:
+                    fix = ("Name them in fields= (a redacted field must be named there), "
+                           "or stop excluding them.")
+                raise PluginError(
+                    rec.name,
+                    f"plugin {rec.name!r} needs field(s) {', '.join(map(repr, missing))}"
+                    f" of signal {signal!r}, but {binding.describe()} does not put them "
+                    f"in the event's data. {fix}",
+                    distribution=rec.distribution,
+                )
 
 
 def start(runtime: Host) -> None:

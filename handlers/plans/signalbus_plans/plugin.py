@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, scoped_session
 import signalbus
 from signalbus.errors import NotConfigured
 from signalbus.plugins import PluginBus
+from signalbus.signals import is_declared
 
 from .table import plan_subscriptions as t
 
@@ -353,17 +354,21 @@ def setup(bus: PluginBus) -> None:
     if bus.app is not None:
         bus.app.extensions[EXTENSION] = plans
     uid, field = settings.user_id_field, settings.field
-    bus.requires({
+    receivers = {
         # with a default plan, a user model needs no plan column to be registered
-        "user_registered": {uid} if settings.default is not None else {uid, field},
-        "user_plan_changed": {uid, field},
-        "user_deleted": {uid},
-    })
-    bus.connect("user_registered", plans.on_user_registered,
-                name="signalbus_plans:on_user_registered")
-    bus.connect("user_plan_changed", plans.on_user_plan_changed,
-                name="signalbus_plans:on_user_plan_changed")
-    bus.connect("user_deleted", plans.on_user_deleted, name="signalbus_plans:on_user_deleted")
+        "user_registered": (plans.on_user_registered,
+                            {uid} if settings.default is not None else {uid, field}),
+        "user_plan_changed": (plans.on_user_plan_changed, {uid, field}),
+        "user_deleted": (plans.on_user_deleted, {uid}),
+    }
+    for name, (fn, fields) in receivers.items():
+        # an app without plan changes (no plan column) or deletions declares no such
+        # signal: nothing to follow there (user_registered is always followed)
+        if name != "user_registered" and not is_declared(name):
+            bus.describe(f"{name}: not declared by the app, not followed")
+            continue
+        bus.requires({name: fields})
+        bus.connect(name, fn, name=f"signalbus_plans:{fn.__name__}")
     bus.describe(
         f"plans: {_names(settings.plans)}; plan field {field!r}, user id field {uid!r}, "
         f"default plan {settings.default!r}"

@@ -66,4 +66,13 @@ def test_default_plan_serves_a_model_without_a_plan_column(member_host, signalbu
 def test_without_a_default_the_missing_plan_column_stops_init_app(member_host):
     with pytest.raises(signalbus.PluginError) as info:
         member_host()
-    assert "plugin 'plans' needs field(s) 'plan' of signal 'user_registered'" in str(info.value)
+    message = str(info.value)
+    assert message.startswith(
+        "plugin 'plans' needs field(s) 'plan' of signal 'user_registered', but "
+        "bind('")
+    assert message.endswith(
+        "does not put them in the event's data. Member has no column attribute 'plan': add "
+        "it to the model, or configure plugin 'plans' not to need it (see its "
+        "documentation: a plugin may offer a default).")
+    # and the advice works: the plugin's default plan
+    member_host(SIGNALBUS_PLANS_DEFAULT="free")
