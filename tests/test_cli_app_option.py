@@ -86,3 +86,13 @@ def test_the_app_is_found_the_same_way_for_every_command(host: Path, command: li
         assert out["events"] == {"pending": 0, "done": 0, "dead": 0}
     else:
         assert "cli_ticket_opened" in {s["name"] for s in out["signals"]}  # type: ignore
+    # the documented contract (docs/cli-json.md): these keys, never fewer
+    assert set(out) >= CONTRACT[command[0]], sorted(out)
+
+
+CONTRACT = {
+    "list": {"delivery", "signals", "plugins"},
+    "status": {"database", "schema_version", "events", "deliveries", "due", "claimed",
+               "oldest_pending_age_seconds", "signals", "dead"},
+    "catalog": {"catalog_version", "delivery", "signals", "plugins"},
+}
