@@ -78,6 +78,10 @@ class _Changed(Condition):
         return True
 
     def __call__(self, row: RowView) -> bool:
+        if row.op == "update" and self.to is _UNSET and self.was is _UNSET:
+            # the common case (changed("plan") on an update), without building a set
+            old = row.old
+            return bool(old) if not self.names else any(n in old for n in self.names)
         changed = row.changed_fields()
         names = self.names or tuple(changed)
         return any(self._one(n, row, changed) for n in names)
