@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -169,10 +170,32 @@ def is_missing_table(exc: sa_exc.DBAPIError) -> bool:
 # the write at commit --------------------------------------------------------------------
 
 
-def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert event rows (``row_key``, ``payload``) in one ``executemany``; state, id and
-    creation time come from the server."""
-    conn.execute(outbox.insert(), list(rows))
+def insert_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert event rows (``row_key``, ``payload``); state, id and creation time come
+    from the server.
+
+    With psycopg 3 (synchronous) on PostgreSQL, one ``COPY … FROM STDIN`` on the
+    transaction's own connection: half the cost of an ``executemany`` of the same rows
+    (``benchmarks/outbox_shapes.py``), and rows are streamed, not collected first.
+    Elsewhere, one ``executemany``.
+    """
+    dialect = conn.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg" and not dialect.is_async:
+        dumps = getattr(dialect, "_json_serializer", None) or json.dumps
+        table = dialect.identifier_preparer.format_table(outbox)
+        statement = f"COPY {table} (row_key, payload) FROM STDIN"
+        raw: Any = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row((row["row_key"], dumps(row["payload"])))
+        except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would have raised it
+            raise sa_exc.DBAPIError.instance(statement, None, exc,
+                                             dialect.loaded_dbapi.Error) from exc
+        return
+    rows = list(rows)
+    if rows:
+        conn.execute(outbox.insert(), rows)
 
 
 def notify(conn: Connection, settings: OutboxSettings) -> None:
