@@ -342,7 +342,9 @@ class Worker:
             if self._lost_connection:
                 self._lost_connection = False
                 self.stats.reconnects += 1
-                with self._conn.begin():
+                with self._lock, self._conn.begin():
+                    # what succeeded before the loss is recorded, the rest handed back
+                    self.flush(self._conn)
                     released = sql.release_all(self._conn, self.name)
                 log.warning("signalbus worker %s: connection back; released %d claims it held "
                             "when it was lost", self.name, released)
@@ -509,10 +511,17 @@ class Worker:
                 for attempt, ids in by_attempt.items():
                     sql.ack_deliveries(c, ids, attempt, now)
 
-            if conn is not None:
-                write(conn)
-            else:
-                self._write(write)
+            try:
+                if conn is not None:
+                    write(conn)
+                else:
+                    self._write(write)
+            except BaseException:
+                # kept for the next try (after a reconnect: before the claims are released)
+                self._acked_events[:0] = events
+                for attempt, ids in by_attempt.items():
+                    self._acked_deliveries.setdefault(attempt, [])[:0] = ids
+                raise
 
     def renew(self, conn: Connection | None = None) -> None:
         """Extend the lease of the claims still being worked on; log and skip the ones
