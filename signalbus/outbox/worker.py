@@ -681,16 +681,7 @@ class Worker:
                 self._acked_events.append(job.id)
 
     def _settle(self, conn: Connection, outbox_id: int, rows: list[dict[str, Any]]) -> None:
-        from sqlalchemy import update
-
-        o = schema.outbox
-        owned = conn.execute(
-            update(o).where(o.c.id == outbox_id, o.c.claimed_by == self.name,
-                            o.c.state == schema.PENDING)
-            .values(state=schema.DONE, settled_at=utcnow(), claimed_until=None,
-                    claimed_by=None).returning(o.c.id)).first()
-        if owned is not None:  # else its lease lapsed and another worker runs it again
-            sql.insert_deliveries(conn, rows)
+        sql.settle_event(conn, outbox_id, rows, by=self.name, now=utcnow())
 
     def _run_delivery(self, job: _Job) -> None:
         try:
