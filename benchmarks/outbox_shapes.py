@@ -10,8 +10,8 @@ capture layer's own cost is the same for all and measured by ``make bench``):
 * ``floor``: the users only;
 * ``json-row``: one JSON row per event, one ``executemany`` (the hand-written outbox);
 * ``tx-row``: one row per transaction holding the JSON array of its events;
-* ``event-row``: one row per event with the columns a worker claims by (signal, row
-  key, state with a server default) and the two partial indexes of the claim: pending
+* ``event-row``: one row per event with the columns a worker claims by (row key, state
+  with a server default, lease) and the two partial indexes of the claim: pending
   rows by id, and by (row key, id) for the per-row order check — the chosen shape;
 * ``event+3``: the storage before: an events row and one deliveries row per receiver
   (3 receivers), two tables and their indexes.
@@ -86,8 +86,6 @@ tx_row = Table("shape_tx_row", meta,
 event_row = Table(
     "shape_event_row", meta,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", String(36), nullable=False),
-    Column("signal", String(255), nullable=False),
     Column("row_key", String(255)),
     Column("payload", JSON, nullable=False),
     Column("state", String(8), nullable=False, server_default="pending"),
@@ -150,8 +148,16 @@ def _write_tx_row(conn: Connection, payloads: list[dict[str, Any]], now: dt.date
 
 def _write_event_row(conn: Connection, payloads: list[dict[str, Any]], now: dt.datetime) -> None:
     conn.execute(event_row.insert(), [
-        {"event_id": p["id"], "signal": p["signal"], "row_key": f"app:User#{p['pk']}",
-         "payload": p} for p in payloads])
+        {"row_key": f"app:User#{p['pk']}", "payload": p} for p in payloads])
+
+
+def _write_event_row_copy(conn: Connection, payloads: list[dict[str, Any]],
+                          now: dt.datetime) -> None:
+    raw: Any = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(
+            "COPY shape_event_row (row_key, payload) FROM STDIN") as copy:
+        for p in payloads:
+            copy.write_row((f"app:User#{p['pk']}", json.dumps(p)))
 
 
 def _write_old(conn: Connection, payloads: list[dict[str, Any]], now: dt.datetime) -> None:
@@ -169,7 +175,8 @@ def _write_old(conn: Connection, payloads: list[dict[str, Any]], now: dt.datetim
 Writer = Callable[[Connection, list[dict[str, Any]], dt.datetime], None]
 SHAPES: dict[str, Writer | None] = {
     "floor": None, "json-row": _write_json_row, "tx-row": _write_tx_row,
-    "event-row": _write_event_row, "event+3": _write_old,
+    "event-row": _write_event_row, "event-row-copy": _write_event_row_copy,
+    "event+3": _write_old,
 }
 
 
@@ -182,8 +189,6 @@ def measure_writes(engine: Any, rows: int, batch: int, repeats: int) -> dict[str
         with engine.begin() as conn:
             for t in [*meta.sorted_tables, *Base.metadata.sorted_tables]:
                 conn.execute(t.delete())
-        with engine.connect() as conn:
-            conn.exec_driver_sql("VACUUM" if False else "SELECT 1")
         totals = dict.fromkeys(SHAPES, 0.0)
         for b in range(rows // batch):
             order = list(SHAPES)

@@ -340,3 +340,36 @@ def test_cli_output_is_redacted(app):
         assert "hooks.example.com" in out
         for secret in ("s3cr3t", "abc123", "hunter2", "abcdefghijkl", "services/T0"):
             assert secret not in out, out
+
+
+def test_commands_on_the_first_layout_name_the_upgrade_step(app):
+    with app.app_context():
+        signalbus.outbox.drop_all(db.engine)
+        with db.engine.begin() as conn:  # the unreleased layout of schema version 1
+            conn.exec_driver_sql("CREATE TABLE signalbus_events (id VARCHAR(36) PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE signalbus_deliveries (id INTEGER PRIMARY KEY)")
+    try:
+        result = app.test_cli_runner().invoke(cli, ["status"])
+        assert result.exit_code == 1, result.output
+        assert ("this database has the outbox tables of an unreleased signalbus "
+                "(signalbus_events, signalbus_deliveries; schema version 1) and this signalbus "
+                f"needs schema version {signalbus.outbox.SCHEMA_VERSION}. Upgrade step: deliver "
+                "what is pending with the old worker, drop those tables, then run "
+                "signalbus.outbox.create_all(engine).") in " ".join(result.output.split())
+    finally:
+        with app.app_context(), db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE signalbus_deliveries")
+            conn.exec_driver_sql("DROP TABLE signalbus_events")
+            signalbus.outbox.create_all(conn)
+
+
+def test_tables_created_without_their_version_row_say_how_to_record_it(app):
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(signalbus.outbox.schema_version.delete())
+    result = app.test_cli_runner().invoke(cli, ["status"])
+    assert result.exit_code == 1, result.output
+    assert "has schema version none recorded" in result.output
+    assert "record it with signalbus.outbox.stamp(connection)" in result.output
+    with app.app_context(), db.engine.begin() as conn:
+        signalbus.outbox.stamp(conn)
+    assert run_json(app, "status")["schema_version"] == signalbus.outbox.SCHEMA_VERSION

@@ -10,14 +10,12 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import BindingError, ConfigurationError
 from ..redaction import redact
 from . import schema, sql
-from .schema import DEAD, DELIVERED, DONE, PENDING, deliveries, outbox
+from .schema import DEAD, DELIVERED, DONE, PENDING
 from .settings import OutboxSettings, aware, utcnow
 
 if TYPE_CHECKING:
@@ -69,75 +67,51 @@ def _checked(conn: Connection) -> Connection:
     return conn
 
 
-def _signal_of() -> ColumnElement[Any]:
-    signal: ColumnElement[Any] = outbox.c.payload["signal"].as_string()
-    return signal
-
-
 def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
     """Events and deliveries per state, per signal, what is due and claimed, the age of
     the oldest pending work, and the latest dead ones (errors redacted)."""
-    o, d = outbox, deliveries
     now = utcnow()
     with engine.connect() as conn:
         _checked(conn)
-        events = {PENDING: 0, DONE: 0, DEAD: 0}
-        per_signal: dict[str, dict[str, int]] = {}
-        rows = select(_signal_of().label("signal"), o.c.state).subquery()
-        for signal, state, count in conn.execute(
-                select(rows.c.signal, rows.c.state, func.count())
-                .group_by(rows.c.signal, rows.c.state)):
-            events[state] = events.get(state, 0) + count
-            key = {DONE: "done", PENDING: "pending", DEAD: "dead"}.get(state, state)
-            per_signal.setdefault(str(signal), {"pending": 0, "done": 0, "retrying": 0,
-                                                "dead": 0})[key] += count
-        states = {PENDING: 0, DELIVERED: 0, DEAD: 0}
-        for signal, state, count in conn.execute(
-                select(d.c.signal, d.c.state, func.count()).group_by(d.c.signal, d.c.state)):
-            states[state] = states.get(state, 0) + count
-            counts = per_signal.setdefault(signal, {"pending": 0, "done": 0, "retrying": 0,
-                                                    "dead": 0})
-            if state == PENDING:
-                counts["retrying"] += count
-            elif state == DEAD:
-                counts["dead"] += count
-        free_o = (o.c.claimed_until.is_(None)) | (o.c.claimed_until <= now)
-        oldest_o, due_o, claimed_o = conn.execute(select(
-            func.min(o.c.created_at), func.count().filter(free_o),
-            func.count().filter(o.c.claimed_until > now),
-        ).where(o.c.state == PENDING)).one()
-        free_d = (d.c.claimed_until.is_(None)) | (d.c.claimed_until <= now)
-        oldest_d, due_d, claimed_d = conn.execute(select(
-            func.min(d.c.created_at), func.count().filter((d.c.next_attempt_at <= now) & free_d),
-            func.count().filter(d.c.claimed_until > now),
-        ).where(d.c.state == PENDING)).one()
-        dead = [
-            {"event_id": r.event_id, "signal": r.signal, "receiver": r.receiver,
-             "attempts": r.attempts, "last_error": redact(r.last_error or ""),
-             "at": aware(r.updated_at).isoformat()}
-            for r in conn.execute(
-                select(d.c.event_id, d.c.signal, d.c.receiver, d.c.attempts, d.c.last_error,
-                       d.c.updated_at)
-                .where(d.c.state == DEAD).order_by(d.c.updated_at.desc()).limit(dead_limit))
-        ]
-        dead += [
-            {"event_id": (r.payload or {}).get("id") if isinstance(r.payload, dict) else None,
-             "signal": (r.payload or {}).get("signal") if isinstance(r.payload, dict) else None,
-             "receiver": None, "outbox_id": r.id, "attempts": 1,
-             "last_error": redact(r.last_error or ""),
-             "at": aware(r.settled_at).isoformat() if r.settled_at else None}
-            for r in conn.execute(
-                select(o.c.id, o.c.payload, o.c.last_error, o.c.settled_at)
-                .where(o.c.state == DEAD).order_by(o.c.id.desc()).limit(dead_limit))
-        ]
-    oldest = [aware(t) for t in (oldest_o, oldest_d) if t is not None]
+        found = sql.counts(conn, now)
+        dead_rows, dead_events = sql.latest_dead(conn, dead_limit)
+    events = {PENDING: 0, DONE: 0, DEAD: 0}
+    states = {PENDING: 0, DELIVERED: 0, DEAD: 0}
+    per_signal: dict[str, dict[str, int]] = {}
+
+    def of(signal: Any) -> dict[str, int]:
+        return per_signal.setdefault(str(signal), {"pending": 0, "done": 0, "retrying": 0,
+                                                   "dead": 0})
+
+    for signal, state, count in found["events"]:
+        events[state] = events.get(state, 0) + count
+        of(signal)[state] = of(signal).get(state, 0) + count
+    for signal, state, count in found["deliveries"]:
+        states[state] = states.get(state, 0) + count
+        if state == PENDING:
+            of(signal)["retrying"] += count
+        elif state == DEAD:
+            of(signal)["dead"] += count
+    dead = [
+        {"event_id": r.event_id, "signal": r.signal, "receiver": r.receiver,
+         "attempts": r.attempts, "last_error": redact(r.last_error or ""),
+         "at": aware(r.updated_at).isoformat()}
+        for r in dead_rows
+    ]
+    for r in dead_events:
+        payload = r.payload if isinstance(r.payload, dict) else {}
+        dead.append({"event_id": payload.get("id"), "signal": payload.get("signal"),
+                     "receiver": None, "outbox_id": r.id, "attempts": 1,
+                     "last_error": redact(r.last_error or ""),
+                     "at": aware(r.settled_at).isoformat() if r.settled_at else None})
+    oldest = [aware(t) for t in found["oldest"]]
     return {
         "database": engine.dialect.name,
         "schema_version": schema.SCHEMA_VERSION,
         "events": events,
         "deliveries": states,
-        "due": int(due_o) + int(due_d),
-        "claimed": int(claimed_o) + int(claimed_d),
+        "due": found["due"],
+        "claimed": found["claimed"],
         "oldest_pending_age_seconds": (
             round(max(0.0, (now - min(oldest)).total_seconds()), 3) if oldest else None),
         "signals": dict(sorted(per_signal.items())),
@@ -171,16 +145,7 @@ def replay(runtime: Runtime, engine: Engine, settings: OutboxSettings, *,
     total)`` is called after every page."""
     from ..bindings import import_model
 
-    o, d = outbox, deliveries
-    where: list[ColumnElement[bool]] = [o.c.state != PENDING]
-    if signals:
-        where.append(_signal_of().in_(list(signals)))
-    if event_ids:
-        where.append(o.c.payload["id"].as_string().in_(list(event_ids)))
-    if since is not None:
-        where.append(o.c.created_at >= since)
-    if until is not None:
-        where.append(o.c.created_at < until)
+    where = sql.event_filter(signals=signals, event_ids=event_ids, since=since, until=until)
     counts = {"events": 0, "inserted": 0, "reset": 0, "already_pending": 0, "unreadable": 0}
     senders: dict[str, Any] = {}
 
@@ -196,25 +161,16 @@ def replay(runtime: Runtime, engine: Engine, settings: OutboxSettings, *,
 
     with engine.connect() as conn:
         _checked(conn)
-        total = conn.execute(select(func.count()).select_from(o).where(*where)).scalar_one()
-    with engine.connect() as conn:
-        counts["already_pending"] = conn.execute(
-            select(func.count()).select_from(o).where(o.c.state == PENDING, *where[1:])
-        ).scalar_one()
+        total = sql.count_events(conn, where, pending=False)
+        counts["already_pending"] = sql.count_events(conn, where, pending=True)
     last = 0
     while True:
         with engine.begin() as conn:
-            rows = conn.execute(select(o.c.id, o.c.row_key, o.c.payload)
-                                .where(o.c.id > last, *where).order_by(o.c.id)
-                                .limit(page_size)).all()
+            rows = sql.settled_events_after(conn, where, last, page_size)
             if not rows:
                 break
             last = rows[-1].id
-            existing = {
-                (r.outbox_id, r.receiver): (r.id, r.state)
-                for r in conn.execute(select(d.c.id, d.c.outbox_id, d.c.receiver, d.c.state)
-                                      .where(d.c.outbox_id.in_([r.id for r in rows])))
-            }
+            existing = sql.deliveries_of(conn, [r.id for r in rows])
             now = utcnow()
             reset: list[int] = []
             new: list[dict[str, Any]] = []
@@ -237,10 +193,7 @@ def replay(runtime: Runtime, engine: Engine, settings: OutboxSettings, *,
                         counts["already_pending"] += 1
                     else:
                         reset.append(found[0])
-            if reset:
-                conn.execute(update(d).where(d.c.id.in_(reset)).values(
-                    state=PENDING, attempts=0, next_attempt_at=now, claimed_until=None,
-                    claimed_by=None, updated_at=now))
+            sql.reset_deliveries(conn, reset, now)
             sql.insert_deliveries(conn, new)
             if reset or new:
                 sql.notify(conn, settings)

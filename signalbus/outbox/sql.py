@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -49,10 +50,15 @@ __all__ = [
     "blocked",
     "claim_deliveries",
     "claim_events",
+    "count_events",
+    "counts",
+    "deliveries_of",
+    "event_filter",
     "fail_delivery",
     "insert_deliveries",
     "insert_events",
     "kill_event",
+    "latest_dead",
     "next_due",
     "notify",
     "payloads",
@@ -61,7 +67,9 @@ __all__ = [
     "release_all",
     "renew",
     "requeue",
+    "reset_deliveries",
     "settle_event",
+    "settled_events_after",
 ]
 
 SESSION = {
@@ -169,10 +177,32 @@ def is_missing_table(exc: sa_exc.DBAPIError) -> bool:
 # the write at commit --------------------------------------------------------------------
 
 
-def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert event rows (``row_key``, ``payload``) in one ``executemany``; state, id and
-    creation time come from the server."""
-    conn.execute(outbox.insert(), list(rows))
+def insert_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert event rows (``row_key``, ``payload``); state, id and creation time come
+    from the server.
+
+    With psycopg 3 (synchronous) on PostgreSQL, one ``COPY … FROM STDIN`` on the
+    transaction's own connection: half the cost of an ``executemany`` of the same rows
+    (``benchmarks/outbox_shapes.py``), and rows are streamed, not collected first.
+    Elsewhere, one ``executemany``.
+    """
+    dialect = conn.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg" and not dialect.is_async:
+        dumps = getattr(dialect, "_json_serializer", None) or json.dumps
+        table = dialect.identifier_preparer.format_table(outbox)
+        statement = f"COPY {table} (row_key, payload) FROM STDIN"
+        raw: Any = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row((row["row_key"], dumps(row["payload"])))
+        except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would have raised it
+            raise sa_exc.DBAPIError.instance(statement, None, exc,
+                                             dialect.loaded_dbapi.Error) from exc
+        return
+    rows = list(rows)
+    if rows:
+        conn.execute(outbox.insert(), rows)
 
 
 def notify(conn: Connection, settings: OutboxSettings) -> None:
@@ -265,13 +295,22 @@ def insert_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         conn.execute(deliveries.insert(), list(rows))
 
 
-def settle_event(conn: Connection, outbox_id: int, rows: Sequence[dict[str, Any]],
-                 now: dt.datetime) -> None:
-    """Settle an event some receivers of which need tracking on their own: insert their
-    delivery rows and mark the event ``done``. Run it in one transaction: the receivers
-    that succeeded are then never run again, whatever happens to the others."""
+def settle_event(conn: Connection, outbox_id: int, rows: Sequence[dict[str, Any]], *,
+                 by: str, now: dt.datetime) -> bool:
+    """Settle an event claimed by ``by`` some receivers of which need tracking on their
+    own: mark it ``done`` and insert their delivery rows. Run it in one transaction: the
+    receivers that succeeded are then never run again, whatever happens to the others.
+    Whether it was still ``by``'s claim (if its lease lapsed and another worker took
+    it, nothing is written: that worker's outcome is the one recorded)."""
+    owned = conn.execute(
+        update(outbox).where(outbox.c.id == outbox_id, outbox.c.claimed_by == by,
+                             outbox.c.state == PENDING)
+        .values(state=DONE, settled_at=now, claimed_until=None, claimed_by=None)
+        .returning(outbox.c.id)).first()
+    if owned is None:
+        return False
     insert_deliveries(conn, rows)
-    ack_events(conn, [outbox_id], now)
+    return True
 
 
 def kill_event(conn: Connection, outbox_id: int, error: str, now: dt.datetime) -> None:
@@ -354,6 +393,103 @@ def next_due(conn: Connection, now: dt.datetime) -> dt.datetime | None:
 
 
 # the operator's statements ------------------------------------------------------------------
+
+
+def _signal_of() -> ColumnElement[Any]:
+    signal: ColumnElement[Any] = outbox.c.payload["signal"].as_string()
+    return signal
+
+
+def counts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
+    """What ``status`` counts: events and delivery rows per state and per signal, how
+    many are due and claimed, the creation time of the oldest pending one."""
+    o, d = outbox, deliveries
+    by_signal = select(_signal_of().label("signal"), o.c.state).subquery()
+    events = [tuple(r) for r in conn.execute(
+        select(by_signal.c.signal, by_signal.c.state, func.count())
+        .group_by(by_signal.c.signal, by_signal.c.state))]
+    rows = [tuple(r) for r in conn.execute(
+        select(d.c.signal, d.c.state, func.count()).group_by(d.c.signal, d.c.state))]
+    free_o = or_(o.c.claimed_until.is_(None), o.c.claimed_until <= now)
+    oldest_o, due_o, claimed_o = conn.execute(select(
+        func.min(o.c.created_at), func.count().filter(free_o),
+        func.count().filter(o.c.claimed_until > now),
+    ).where(o.c.state == PENDING)).one()
+    free_d = or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now)
+    oldest_d, due_d, claimed_d = conn.execute(select(
+        func.min(d.c.created_at), func.count().filter(and_(d.c.next_attempt_at <= now, free_d)),
+        func.count().filter(d.c.claimed_until > now),
+    ).where(d.c.state == PENDING)).one()
+    return {"events": events, "deliveries": rows, "due": int(due_o) + int(due_d),
+            "claimed": int(claimed_o) + int(claimed_d),
+            "oldest": [t for t in (oldest_o, oldest_d) if t is not None]}
+
+
+def latest_dead(conn: Connection, limit: int) -> tuple[list[Any], list[Any]]:
+    """The latest ``dead`` delivery rows and ``dead`` event rows, newest first."""
+    o, d = outbox, deliveries
+    rows = conn.execute(
+        select(d.c.event_id, d.c.signal, d.c.receiver, d.c.attempts, d.c.last_error,
+               d.c.updated_at)
+        .where(d.c.state == DEAD).order_by(d.c.updated_at.desc()).limit(limit)).all()
+    events = conn.execute(
+        select(o.c.id, o.c.payload, o.c.last_error, o.c.settled_at)
+        .where(o.c.state == DEAD).order_by(o.c.id.desc()).limit(limit)).all()
+    return list(rows), list(events)
+
+
+def event_filter(*, signals: Sequence[str] = (), event_ids: Sequence[str] = (),
+                 since: dt.datetime | None = None, until: dt.datetime | None = None
+                 ) -> list[ColumnElement[bool]]:
+    """The conditions on event rows of ``replay``: by signal, event id, and the time the
+    event was stored (``since`` included, ``until`` excluded)."""
+    o = outbox
+    where: list[ColumnElement[bool]] = []
+    if signals:
+        where.append(_signal_of().in_(list(signals)))
+    if event_ids:
+        where.append(o.c.payload["id"].as_string().in_(list(event_ids)))
+    if since is not None:
+        where.append(o.c.created_at >= since)
+    if until is not None:
+        where.append(o.c.created_at < until)
+    return where
+
+
+def count_events(conn: Connection, where: Sequence[ColumnElement[bool]], *,
+                 pending: bool) -> int:
+    """How many event rows match ``where``, among the pending ones or the settled ones."""
+    state = outbox.c.state == PENDING if pending else outbox.c.state != PENDING
+    return int(conn.execute(select(func.count()).select_from(outbox)
+                            .where(state, *where)).scalar_one())
+
+
+def settled_events_after(conn: Connection, where: Sequence[ColumnElement[bool]],
+                         after: int, limit: int) -> list[Any]:
+    """The next ``limit`` settled event rows matching ``where`` with an id above
+    ``after``, in commit order: ``(id, row_key, payload)``."""
+    o = outbox
+    return list(conn.execute(select(o.c.id, o.c.row_key, o.c.payload)
+                             .where(o.c.id > after, o.c.state != PENDING, *where)
+                             .order_by(o.c.id).limit(limit)).all())
+
+
+def deliveries_of(conn: Connection, outbox_ids: Sequence[int]
+                  ) -> dict[tuple[int, str], tuple[int, str]]:
+    """The delivery rows of these events: ``(event row id, receiver) -> (id, state)``."""
+    d = deliveries
+    return {(r.outbox_id, r.receiver): (r.id, r.state) for r in conn.execute(
+        select(d.c.id, d.c.outbox_id, d.c.receiver, d.c.state)
+        .where(d.c.outbox_id.in_(list(outbox_ids))))}
+
+
+def reset_deliveries(conn: Connection, ids: Sequence[int], now: dt.datetime) -> None:
+    """Make these delivery rows pending and due now, with a fresh count of attempts."""
+    if ids:
+        d = deliveries
+        conn.execute(update(d).where(d.c.id.in_(list(ids))).values(
+            state=PENDING, attempts=0, next_attempt_at=now, claimed_until=None,
+            claimed_by=None, updated_at=now))
 
 
 def requeue(conn: Connection, *, now: dt.datetime, event_ids: Sequence[str] = (),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
@@ -92,25 +92,29 @@ class Outbox:
                           "name=...", signal, rec.name)
             names.add(rec.name)
 
-    def rows(self, items: Sequence[Outgoing]) -> list[dict[str, Any]]:
-        """The :data:`~signalbus.outbox.schema.outbox` rows of ``items``, in order
-        (receivers checked once per signal and sender)."""
-        out: list[dict[str, Any]] = []
+    def check(self, items: Sequence[Outgoing]) -> None:
+        """:meth:`check_receivers` once per signal and sender of ``items``."""
         checked: set[tuple[str, Any]] = set()
         for sender, event in items:
             if (event.signal, sender) not in checked:
                 checked.add((event.signal, sender))
                 self.check_receivers(event.signal, sender)
+
+    @staticmethod
+    def rows(items: Sequence[Outgoing]) -> Iterator[dict[str, Any]]:
+        """The :data:`~signalbus.outbox.schema.outbox` rows of ``items``, in order, one
+        at a time (a large transaction's rows are never all held at once)."""
+        for _sender, event in items:
             payload = event.to_dict()
             del payload["attempt"]
-            out.append({"row_key": row_key(event), "payload": payload})
-        return out
+            yield {"row_key": row_key(event), "payload": payload}
 
     def store(self, connection: Connection, items: Sequence[Outgoing]) -> None:
         """Insert the rows of ``items`` on ``connection`` (inside its transaction), then
         queue the ``NOTIFY`` on PostgreSQL."""
         if not items:
             return
+        self.check(items)
         try:
             sql.insert_events(connection, self.rows(items))
         except sa_exc.DBAPIError as exc:

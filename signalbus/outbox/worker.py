@@ -342,7 +342,9 @@ class Worker:
             if self._lost_connection:
                 self._lost_connection = False
                 self.stats.reconnects += 1
-                with self._conn.begin():
+                with self._lock, self._conn.begin():
+                    # what succeeded before the loss is recorded, the rest handed back
+                    self.flush(self._conn)
                     released = sql.release_all(self._conn, self.name)
                 log.warning("signalbus worker %s: connection back; released %d claims it held "
                             "when it was lost", self.name, released)
@@ -509,10 +511,17 @@ class Worker:
                 for attempt, ids in by_attempt.items():
                     sql.ack_deliveries(c, ids, attempt, now)
 
-            if conn is not None:
-                write(conn)
-            else:
-                self._write(write)
+            try:
+                if conn is not None:
+                    write(conn)
+                else:
+                    self._write(write)
+            except BaseException:
+                # kept for the next try (after a reconnect: before the claims are released)
+                self._acked_events[:0] = events
+                for attempt, ids in by_attempt.items():
+                    self._acked_deliveries.setdefault(attempt, [])[:0] = ids
+                raise
 
     def renew(self, conn: Connection | None = None) -> None:
         """Extend the lease of the claims still being worked on; log and skip the ones
@@ -672,16 +681,7 @@ class Worker:
                 self._acked_events.append(job.id)
 
     def _settle(self, conn: Connection, outbox_id: int, rows: list[dict[str, Any]]) -> None:
-        from sqlalchemy import update
-
-        o = schema.outbox
-        owned = conn.execute(
-            update(o).where(o.c.id == outbox_id, o.c.claimed_by == self.name,
-                            o.c.state == schema.PENDING)
-            .values(state=schema.DONE, settled_at=utcnow(), claimed_until=None,
-                    claimed_by=None).returning(o.c.id)).first()
-        if owned is not None:  # else its lease lapsed and another worker runs it again
-            sql.insert_deliveries(conn, rows)
+        sql.settle_event(conn, outbox_id, rows, by=self.name, now=utcnow())
 
     def _run_delivery(self, job: _Job) -> None:
         try:
