@@ -229,7 +229,7 @@ def test_an_events_page_shows_each_receivers_attempts(app: Flask,
     assert welcome and "delivered" in welcome.group(1) and "with the event" in welcome.group(1)
     assert slack and "pending" in slack.group(1) and "RuntimeError" in slack.group(1)
     assert re.search(r'class="n">1<', slack.group(1))
-    assert 'id="event-state">done<' in html
+    assert 'id="event-state" title="event row: done">retrying<' in html
 
 
 def test_search_by_event_id(app: Flask, client: FlaskClient) -> None:

@@ -74,7 +74,9 @@ def event(engine: Engine, event_id: str, *, receivers: Sequence[str] = (),
 
     ``event``: its stored fields (``data``, ``changes``, ``context`` with keys naming a
     ``hidden`` column dropped and text redacted); ``state`` of its row (``pending``,
-    ``done``, ``dead``); ``deliveries``: one entry per receiver — those of
+    ``done``, ``dead``); ``outcome``: ``pending`` (not run yet), ``delivered`` (every
+    receiver), ``retrying`` (some receiver waits for another attempt) or ``dead`` (some
+    receiver, or the row, was given up); ``deliveries``: one entry per receiver — those of
     ``receivers`` (the receivers its signal has now) without a row of their own ran with
     the event (``delivered`` once the event is ``done``), the others as their row says
     (attempts, next attempt, last error)."""
@@ -105,6 +107,9 @@ def event(engine: Engine, event_id: str, *, receivers: Sequence[str] = (),
     } for name in receivers if name not in names]
     shown = {k: _shown(v, hidden) for k, v in payload.items()
              if k in ("data", "changes", "context", "pk")}
+    states = {d["state"] for d in untracked + tracked}
+    outcome = ("pending" if row.state == PENDING else "dead" if DEAD in states or
+               row.state == DEAD else "retrying" if PENDING in states else "delivered")
     return {
         "outbox_id": row.id,
         "id": str(payload.get("id", event_id)),
@@ -115,6 +120,7 @@ def event(engine: Engine, event_id: str, *, receivers: Sequence[str] = (),
         "occurred_at": payload.get("occurred_at"),
         "row_key": row.row_key,
         "state": row.state,
+        "outcome": outcome,
         "stored_at": aware(row.created_at),
         "settled_at": aware(row.settled_at) if row.settled_at else None,
         "last_error": _error(row.last_error),
