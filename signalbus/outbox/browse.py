@@ -19,7 +19,7 @@ from . import schema, sql
 from .schema import DEAD, DONE, PENDING
 from .settings import OutboxSettings, aware, utcnow
 
-__all__ = ["event", "per_receiver", "problems", "retry_deliveries", "throughput"]
+__all__ = ["event", "lag", "per_receiver", "problems", "retry_deliveries", "throughput"]
 
 
 def throughput(engine: Engine, *, minutes: int = 60,
@@ -40,6 +40,21 @@ def throughput(engine: Engine, *, minutes: int = 60,
         counts = found.get(minute, {"done": 0, "delivered": 0, "dead": 0})
         out.append({"minute": minute, **counts})
     return out
+
+
+def lag(engine: Engine, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What is waiting, cheaply (pending rows only): ``{"pending_events",
+    "pending_deliveries", "oldest_pending_age_seconds"}`` (``None`` when nothing is
+    pending). For metrics and ``signalbus status --fail-if-lag``."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        schema.check(conn)
+        events, ndeliveries, oldest = sql.pending_summary(conn)
+    return {
+        "pending_events": events, "pending_deliveries": ndeliveries,
+        "oldest_pending_age_seconds": (
+            round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else None),
+    }
 
 
 def per_receiver(engine: Engine) -> dict[str, dict[str, int]]:

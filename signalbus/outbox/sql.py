@@ -60,6 +60,7 @@ __all__ = [
     "next_due",
     "notify",
     "payloads",
+    "pending_summary",
     "problem_deliveries",
     "purge",
     "release",
@@ -545,3 +546,17 @@ def deliveries_per_receiver(conn: Connection) -> dict[str, dict[str, int]]:
             select(d.c.receiver, d.c.state, func.count()).group_by(d.c.receiver, d.c.state)):
         out.setdefault(receiver, {PENDING: 0, DELIVERED: 0, DEAD: 0})[state] = int(count)
     return dict(sorted(out.items()))
+
+
+def pending_summary(conn: Connection) -> tuple[int, int, dt.datetime | None]:
+    """Pending events, pending deliveries, and when the oldest of them was stored
+    (``None`` when nothing is pending): what metrics and health checks poll, read from
+    the partial indexes of pending rows only, so it stays cheap however much is settled."""
+    o, d = outbox, deliveries
+    events, oldest_event = conn.execute(
+        select(func.count(), func.min(o.c.created_at)).where(o.c.state == PENDING)).one()
+    ndeliveries, oldest_delivery = conn.execute(
+        select(func.count(), func.min(d.c.created_at)).where(d.c.state == PENDING)).one()
+    found = [t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+             for t in (oldest_event, oldest_delivery) if t is not None]
+    return int(events), int(ndeliveries), min(found) if found else None

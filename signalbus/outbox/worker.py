@@ -199,6 +199,9 @@ class Worker:
         self._ticker: _Ticker | None = None
         self._deliveries_checked_at = -math.inf
         self._found_deliveries = False
+        self.heartbeat: Callable[[], None] | None = None
+        """Called at every round of :meth:`run` (at least every ``poll`` seconds while
+        idle, after every batch while busy): :class:`signalbus.health.Heartbeat`."""
 
     # control ----------------------------------------------------------------------------
 
@@ -234,6 +237,8 @@ class Worker:
                     sock.setblocking(False)
                 listener = open_listener(self.engine, self.settings.channel)
             while not self._stop.is_set():
+                if self.heartbeat is not None:
+                    self.heartbeat()
                 if listener is not None:
                     listener = listener.drain()
                 try:
@@ -722,6 +727,7 @@ class Worker:
         wait = 0.0 if dead else retry.delay(
             self.settings, attempt, outcome.after if outcome.kind == "retry" else None)
         error = describe_error(outcome.error)
+        delivery.settled(signal, receiver, "dead" if dead else "retried")
         if dead:
             self.stats.dead += 1
             log.error("signalbus: delivery of %s event %s to %s is dead after %d attempt(s): %s",
