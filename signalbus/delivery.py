@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 __all__ = ["Inline", "Instrument", "Outcome", "ReceiverCycle", "deliver_one", "instruments",
-           "run_receiver", "settled"]
+           "loaded", "run_receiver", "settled"]
 
 log = logging.getLogger("signalbus")
 
@@ -80,6 +80,15 @@ def settled(signal: str, receiver: str, result: str) -> None:
     """Tell the instruments a delivery's fate (see :meth:`Instrument.settled`)."""
     for instrument in list(instruments):
         instrument.settled(signal, receiver, result)
+
+
+def loaded(event: Event, payload: Any) -> None:
+    """Hand the stored payload of ``event`` to the instruments that read it (tracing:
+    the trace context stored at commit), before its receivers run in a worker."""
+    for instrument in list(instruments):
+        hook = getattr(instrument, "loaded", None)
+        if hook is not None:
+            hook(event, payload)
 
 
 def report_error(receiver: Receiver | None, event: Event, exc: BaseException) -> None:

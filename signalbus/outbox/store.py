@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 __all__ = ["Outbox", "row_key"]
 
 log = logging.getLogger("signalbus")
+
+stamps: list[Callable[[dict[str, Any]], None]] = []
+"""Called with each payload about to be stored, in the committing thread: they may add
+keys of their own next to the event's (:mod:`signalbus.tracing` adds ``"trace"``);
+:meth:`~signalbus.Event.from_dict` ignores them."""
 
 
 def row_key(event: Event) -> str | None:
@@ -103,6 +108,8 @@ class Outbox:
                 self.check_receivers(event.signal, sender)
             payload = event.to_dict()
             del payload["attempt"]
+            for stamp in stamps:
+                stamp(payload)
             out.append({"row_key": row_key(event), "payload": payload})
         return out
 

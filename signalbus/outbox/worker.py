@@ -651,6 +651,8 @@ class Worker:
                       "--event`, or purge it); going on", self.name, redact(error))
             return
         delivery.notify(sender, event)
+        if delivery.instruments:
+            delivery.loaded(event, job.payload)
         rows: list[dict[str, Any]] = []
         for rec in self._receivers_of(event.signal, sender):
             if job.row_key is not None and (job.row_key, rec.name) in blocked:
@@ -696,6 +698,8 @@ class Worker:
                                 permanent=True, after=None)
             return
         delivery.notify(sender, event)
+        if delivery.instruments:
+            delivery.loaded(event, job.payload)
         rec = next((r for r in self._receivers_of(job.signal, sender)
                     if r.name == job.receiver), None)
         if rec is None:
