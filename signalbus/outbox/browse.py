@@ -16,10 +16,10 @@ from sqlalchemy.engine import Engine
 
 from ..redaction import redact
 from . import schema, sql
-from .schema import DEAD, DONE, PENDING
+from .schema import DEAD, DELIVERED, DONE, PENDING
 from .settings import OutboxSettings, aware, utcnow
 
-__all__ = ["event", "lag", "per_receiver", "problems", "retry_deliveries", "throughput"]
+__all__ = ["event", "lag", "overview", "per_receiver", "problems", "retry_deliveries", "throughput"]
 
 
 def throughput(engine: Engine, *, minutes: int = 60,
@@ -54,6 +54,40 @@ def lag(engine: Engine, *, now: dt.datetime | None = None) -> dict[str, Any]:
         "pending_events": events, "pending_deliveries": ndeliveries,
         "oldest_pending_age_seconds": (
             round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else None),
+    }
+
+
+def overview(engine: Engine, *, recent: dt.timedelta = dt.timedelta(hours=1),
+             dead_limit: int = 5, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What the overview page shows, cheap on a large outbox (see
+    :func:`signalbus.outbox.sql.overview`): ``events`` per state; ``deliveries`` per
+    state; ``signals``: per signal, pending events, events done within ``recent``,
+    retrying and dead deliveries; ``receivers``: :func:`per_receiver`; the oldest
+    pending age (:func:`lag`); the ``dead_limit`` latest dead deliveries."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        schema.check(conn)
+        counts = sql.overview(conn, now - recent)
+        events, ndeliveries, oldest = sql.pending_summary(conn)
+        receivers = sql.deliveries_per_receiver(conn)
+        latest = sql.problem_deliveries(conn, dead=True, limit=dead_limit)
+    states = {PENDING: 0, DELIVERED: 0, DEAD: 0}
+    for per_state in receivers.values():
+        for state, n in per_state.items():
+            states[state] = states.get(state, 0) + n
+    return {
+        "events": counts["events"],
+        "deliveries": states,
+        "signals": counts["signals"],
+        "receivers": receivers,
+        "recent_seconds": recent.total_seconds(),
+        "oldest_pending_age_seconds": (
+            round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else None),
+        "dead": [{
+            "id": r.id, "event_id": r.event_id, "signal": r.signal, "receiver": r.receiver,
+            "attempts": r.attempts, "last_error": _error(r.last_error),
+            "updated_at": aware(r.updated_at),
+        } for r in latest],
     }
 
 

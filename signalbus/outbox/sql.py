@@ -59,6 +59,7 @@ __all__ = [
     "kill_event",
     "next_due",
     "notify",
+    "overview",
     "payloads",
     "pending_summary",
     "problem_deliveries",
@@ -464,7 +465,9 @@ def find_event(conn: Connection, event_id: str) -> Any:
     """The outbox row of the event with this id (``id``, ``row_key``, ``payload``,
     ``state``, ``created_at``, ``settled_at``, ``last_error``, ``claimed_by``,
     ``claimed_until``), or ``None``. Its delivery rows are tried first (their
-    ``event_id`` is a column of its own); then the payload's ``id``."""
+    ``event_id`` is a column of its own); then the payload's ``id``, newest first. No
+    index covers the payload's ``id``: an event that never failed costs a scan back
+    from the newest row to it (an unknown id, the whole table)."""
     o, d = outbox, deliveries
     columns = (o.c.id, o.c.row_key, o.c.payload, o.c.state, o.c.created_at, o.c.settled_at,
                o.c.last_error, o.c.claimed_by, o.c.claimed_until)
@@ -472,8 +475,10 @@ def find_event(conn: Connection, event_id: str) -> Any:
         o.c.id == select(d.c.outbox_id).where(d.c.event_id == event_id).limit(1)
         .scalar_subquery())).first()
     if row is None:
+        # newest first: the events an operator looks up are mostly recent ones
         row = conn.execute(select(*columns).where(
-            o.c.payload["id"].as_string() == event_id).limit(1)).first()
+            o.c.payload["id"].as_string() == event_id).order_by(o.c.id.desc())
+            .limit(1)).first()
     return row
 
 
@@ -560,3 +565,37 @@ def pending_summary(conn: Connection) -> tuple[int, int, dt.datetime | None]:
     found = [t if t.tzinfo else t.replace(tzinfo=dt.UTC)
              for t in (oldest_event, oldest_delivery) if t is not None]
     return int(events), int(ndeliveries), min(found) if found else None
+
+
+def overview(conn: Connection, since: dt.datetime) -> dict[str, Any]:
+    """The overview page's counts, kept cheap on a large outbox: events per state
+    (one pass over the table's ``state`` column, no payload read), and per signal —
+    the payload read only for pending events (their partial index) and for events
+    settled since ``since`` (the settled index) — pending, done since ``since``,
+    retrying and dead deliveries (the deliveries table has a ``signal`` column). The
+    result: ``{"events": {state: n}, "signals": {signal: {"pending", "done_recent",
+    "retrying", "dead"}}}``."""
+    o, d = outbox, deliveries
+    events = {PENDING: 0, DONE: 0, DEAD: 0}
+    for state, count in conn.execute(select(o.c.state, func.count()).group_by(o.c.state)):
+        events[state] = int(count)
+    signals: dict[str, dict[str, int]] = {}
+
+    def slot(signal: Any) -> dict[str, int]:
+        return signals.setdefault(str(signal), {"pending": 0, "done_recent": 0,
+                                                "retrying": 0, "dead": 0})
+
+    signal = o.c.payload["signal"].as_string().label("signal")
+    for name, count in conn.execute(select(signal, func.count()).where(o.c.state == PENDING)
+                                    .group_by(signal)):
+        slot(name)["pending"] += int(count)
+    for name, count in conn.execute(select(signal, func.count())
+                                    .where(o.c.state != PENDING, o.c.settled_at >= since,
+                                           o.c.state == DONE)
+                                    .group_by(signal)):
+        slot(name)["done_recent"] += int(count)
+    for name, state, count in conn.execute(
+            select(d.c.signal, d.c.state, func.count()).where(d.c.state != DELIVERED)
+            .group_by(d.c.signal, d.c.state)):
+        slot(name)["retrying" if state == PENDING else "dead"] += int(count)
+    return {"events": events, "signals": dict(sorted(signals.items()))}

@@ -174,14 +174,14 @@ def _receivers_of(signal: str | None) -> list[str]:
 def overview() -> str:
     """Counts per state, per signal and per receiver; oldest pending; the last hour."""
     engine = _engine()
-    report = admin.status(engine, dead_limit=5)
+    report = browse.overview(engine, dead_limit=5)
     minutes = browse.throughput(engine, minutes=60)
     peak = max((m["done"] + m["delivered"] + m["dead"] for m in minutes), default=0)
     return render_template(
         "signalbus/overview.html", report=report, minutes=minutes, peak=peak,
         settled_last_hour=sum(m["done"] + m["delivered"] for m in minutes),
         dead_last_hour=sum(m["dead"] for m in minutes),
-        receivers=browse.per_receiver(engine), page="overview",
+        receivers=report["receivers"], page="overview",
     )
 
 
