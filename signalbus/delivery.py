@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from . import logs
 from .errors import Permanent, Retry, SignalBusError
 from .events import Event, Outgoing
 from .redaction import redact
@@ -154,6 +155,15 @@ def _instrumented(receiver: Receiver, sender: Any, event: Event, retries: bool) 
 
 
 def _run(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
+    # the event of every line logged while the receiver runs (signalbus.logs)
+    token = logs.current.set((event.id, event.signal, receiver.name))
+    try:
+        return _call(receiver, sender, event, retries)
+    finally:
+        logs.current.reset(token)
+
+
+def _call(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
     try:
         receiver.fn(sender, event=event)
     except (Retry, Permanent) as exc:
@@ -236,7 +246,7 @@ def run_inline(target: Target, events: Iterable[Outgoing]) -> None:
                 "of receivers committing changes that send each other's signals; break it, "
                 "or raise SIGNALBUS_MAX_DEPTH if the chain is meant to be that long."
             )
-            log.error("%s", exc)
+            log.error("%s", exc, extra={"event_id": event.id, "signal": event.signal})
             report_error(None, event, exc)
             continue
         local.queue.append(_Item(target, sender, event, depth, chain))

@@ -735,11 +735,13 @@ class Worker:
         if dead:
             self.stats.dead += 1
             log.error("signalbus: delivery of %s event %s to %s is dead after %d attempt(s): %s",
-                      signal, event_id, receiver, attempt, error)
+                      signal, event_id, receiver, attempt, error,
+                      extra={"event_id": event_id, "signal": signal, "receiver": receiver})
         else:
             self.stats.retried += 1
             log.info("signalbus: %s event %s to %s: attempt %d in %.2fs", signal, event_id,
-                     receiver, attempt + 1, wait)
+                     receiver, attempt + 1, wait,
+                     extra={"event_id": event_id, "signal": signal, "receiver": receiver})
         return dead, utcnow() + dt.timedelta(seconds=wait), error
 
     def _fail_delivery(self, job: _Job, exc: BaseException, *, permanent: bool,
