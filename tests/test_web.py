@@ -333,3 +333,18 @@ def test_a_database_without_the_outbox_says_how_to_create_it(database_url: str) 
         response = client.get(PREFIX + "/")
         assert response.status_code == 503
         assert "signalbus.outbox.create_all(engine)" in response.get_data(as_text=True)
+
+
+def test_the_page_loads_nothing_from_another_site(app: Flask, client: FlaskClient) -> None:
+    FAIL.add("b@example.com")
+    join(app, "b@example.com")
+    settle(app)
+    (item,) = browse.problems(engine(app), dead=False)["items"]
+    for page in ["/", "/deliveries?show=failing", "/replay", f"/events/{item['event_id']}"]:
+        html = client.get(PREFIX + page).get_data(as_text=True)
+        urls = re.findall(r'(?:src|href|action)="([^"]*)"', html)
+        assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+        assert "<script>" not in html and " style=" not in html  # nothing inline (CSP)
+    for asset in ("signalbus.css", "signalbus.js"):
+        text = client.get(f"{PREFIX}/static/{asset}").get_data(as_text=True)
+        assert "http" not in text and "@import" not in text
