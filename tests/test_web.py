@@ -346,5 +346,7 @@ def test_the_page_loads_nothing_from_another_site(app: Flask, client: FlaskClien
         assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
         assert "<script>" not in html and " style=" not in html  # nothing inline (CSP)
     for asset in ("signalbus.css", "signalbus.js"):
-        text = client.get(f"{PREFIX}/static/{asset}").get_data(as_text=True)
+        with client.get(f"{PREFIX}/static/{asset}") as response:
+            text = response.get_data(as_text=True)
+        assert response.status_code == 200
         assert "http" not in text and "@import" not in text
