@@ -121,7 +121,8 @@ def add_page(app: Flask) -> None:
 
     import signalbus.web
 
-    app.config.setdefault("SECRET_KEY", secrets.token_hex(16))
+    if not app.config.get("SECRET_KEY"):  # the page's CSRF token lives in the session
+        app.config["SECRET_KEY"] = secrets.token_hex(16)
     app.register_blueprint(
         signalbus.web.blueprint(authorize=lambda: request.remote_addr in ("127.0.0.1", "::1")),
         url_prefix="/ops/outbox")

@@ -78,6 +78,17 @@ def test_the_setting_names_a_callable() -> None:
         app.register_blueprint(signalbus.web.blueprint())
 
 
+def test_registering_without_a_secret_key_is_refused() -> None:
+    app = Flask("no_key")
+    with pytest.raises(ConfigurationError) as info:
+        app.register_blueprint(signalbus.web.blueprint(authorize=lambda: True))
+    assert str(info.value) == (
+        "the signalbus web page keeps its CSRF token in Flask's signed session, which needs "
+        "a secret key: set app.config['SECRET_KEY'] (a long random value kept out of the "
+        "code) before registering the blueprint."
+    )
+
+
 def test_the_check_can_come_from_the_setting(database_url: str) -> None:
     with webhost.host(database_url) as app:
         other = Flask("from_setting")

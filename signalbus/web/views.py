@@ -69,6 +69,12 @@ def blueprint(authorize: Callable[[], Any] | None = None, *,
         if not callable(check):
             raise ConfigurationError(f"{AUTHORIZE_KEY} is {check!r}; it must be a callable "
                                      "returning True for a request allowed in.")
+        if not (state.app.secret_key or state.app.config.get("SECRET_KEY")):
+            raise ConfigurationError(
+                "the signalbus web page keeps its CSRF token in Flask's signed session, "
+                "which needs a secret key: set app.config['SECRET_KEY'] (a long random "
+                "value kept out of the code) before registering the blueprint."
+            )
         checks[state.app] = check
 
     @bp.before_request
