@@ -7,6 +7,7 @@ EXAMPLES := $(sort $(dir $(wildcard examples/*/pyproject.toml)))
 STAMP := $(VENV)/.installed
 DATABASE_URL ?=
 DELIVERY ?= inline
+SERVE ?=
 
 .PHONY: install lint typecheck test demo bench clean
 
@@ -29,7 +30,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/python -m examples.demo --delivery $(DELIVERY) $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
+	$(BIN)/python -m examples.demo --delivery $(DELIVERY) $(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(SERVE),--serve)
 
 bench: install
 	$(BIN)/python -m pip install -q -e ".[bench]"

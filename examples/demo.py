@@ -5,11 +5,14 @@ Run from the project root::
     python -m examples.demo                              # inline, SQLite
     python -m examples.demo --delivery outbox            # outbox, worker processes
     python -m examples.demo --database-url postgresql://postgres@127.0.0.1/test
+    python -m examples.demo --delivery outbox --serve    # keep the outbox page open
 
 Three users register on different plans (one inside a transaction that is rolled back),
 one changes plan, and an issue is raised through the YVIH app; then the demo prints the
 signals fired, the mails received, the subscriptions table, the Slack posts, and what the
-rolled-back user got (nothing).
+rolled-back user got (nothing). It prints the address of Badgeyay's outbox page
+(:mod:`signalbus.web`); with ``--serve`` it keeps serving it (and the workers keep
+running) until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -106,6 +109,57 @@ def drop_schemas(url: str | None) -> None:
     engine.dispose()
 
 
+# -- the outbox page -------------------------------------------------------------------
+
+
+def add_page(app: Flask) -> None:
+    """Register the outbox page on ``app``. The demo's authorization check lets in
+    requests from this machine only; a real host checks its signed-in user."""
+    import secrets
+
+    from flask import request
+
+    import signalbus.web
+
+    if not app.config.get("SECRET_KEY"):  # the page's CSRF token lives in the session
+        app.config["SECRET_KEY"] = secrets.token_hex(16)
+    app.register_blueprint(
+        signalbus.web.blueprint(authorize=lambda: request.remote_addr in ("127.0.0.1", "::1")),
+        url_prefix="/ops/outbox")
+
+
+class PageServer:
+    """The app served by werkzeug on 127.0.0.1 in a thread (``--serve``: in the
+    foreground)."""
+
+    def __init__(self, app: Flask, port: int = 0) -> None:
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/ops/outbox/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        import signal
+
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)  # a supervisor's stop: the workers stop too
+        try:
+            while self.thread.is_alive():
+                self.thread.join(0.5)
+        except KeyboardInterrupt:
+            print("\nstopped serving the outbox page")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -153,7 +207,7 @@ def stored_events(app: Flask, label: str) -> list[tuple[str, Event]]:
                 for p in rows]
 
 
-def run(delivery: str, database_url: str | None) -> int:
+def run(delivery: str, database_url: str | None, serve: bool = False, port: int = 0) -> int:
     from examples.badgeyay import User
     from examples.badgeyay import create_app as badgeyay_app
     from examples.badgeyay import db as badgeyay_db
@@ -167,17 +221,19 @@ def run(delivery: str, database_url: str | None) -> int:
         configs = {name: {**common, **database_config(database_url, name, Path(tmp))}
                    for name in ("badgeyay", "yvih")}
         badgeyay, yvih = badgeyay_app(configs["badgeyay"]), yvih_app(configs["yvih"])
+        add_page(badgeyay)
         badgeyay_init(badgeyay)
         yvih_init(yvih)
         fired = Fired()
         workers = []
+        import signalbus.outbox
+
+        for app in (badgeyay, yvih):  # inline: empty, but the outbox page opens
+            with app.app_context():
+                signalbus.outbox.create_all(app.extensions["sqlalchemy"].engine)
         if delivery == "outbox":
-            import signalbus.outbox
             from signalbus.outbox.worker import spawn
 
-            for app in (badgeyay, yvih):
-                with app.app_context():
-                    signalbus.outbox.create_all(app.extensions["sqlalchemy"].engine)
             env = {**os.environ, CONFIG_ENV: json.dumps(configs)}
             workers = [spawn(f"examples.demo:{name}_worker", "--log-level", "WARNING",
                              env=env) for name in ("badgeyay", "yvih")]
@@ -210,14 +266,25 @@ def run(delivery: str, database_url: str | None) -> int:
                 print("- the worker processes deliver the outbox")
                 wait_for_workers([badgeyay, yvih])
                 fired.events = stored_events(badgeyay, "badgeyay") + stored_events(yvih, "yvih")
+            report(fired, smtp, webhook, badgeyay)
+            status = check(fired, smtp, webhook, badgeyay)
+            page = PageServer(badgeyay, port)
+            print(f"\nBadgeyay's outbox page: {page.url}")
+            if delivery == "inline":
+                print("  (inline delivery stores nothing there: `make demo DELIVERY=outbox "
+                      "SERVE=1` shows it filled)")
+            if serve:
+                print("  serving it until Ctrl-C (the workers keep running)", flush=True)
+                page.wait()
+            else:
+                print("  (`make demo SERVE=1`, or --serve, keeps it open)")
+            page.close()
         finally:
             for proc in workers:
                 proc.terminate()  # SIGTERM: finish the current delivery, then exit
             for proc in workers:
                 proc.wait(timeout=10)
 
-        report(fired, smtp, webhook, badgeyay)
-        status = check(fired, smtp, webhook, badgeyay)
         for app in (badgeyay, yvih):
             with app.app_context():
                 app.extensions["sqlalchemy"].engine.dispose()
@@ -279,9 +346,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delivery", choices=["inline", "outbox"], default="inline")
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite files)")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep serving the outbox page until Ctrl-C")
+    parser.add_argument("--port", type=int, default=0,
+                        help="port of the outbox page on 127.0.0.1 (default: any free one)")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the webhook server's access log
-    sys.exit(run(args.delivery, args.database_url))
+    sys.exit(run(args.delivery, args.database_url, args.serve, args.port))
 
 
 if __name__ == "__main__":

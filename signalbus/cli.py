@@ -251,10 +251,17 @@ def _age(seconds: float | None) -> str:
 @click.option("--no-listen", is_flag=True, help="Poll only; no PostgreSQL LISTEN.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve Prometheus metrics on this port (needs the 'metrics' extra).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics are served on.")
+@click.option("--heartbeat-file", type=click.Path(dir_okay=False), default=None,
+              help="Touch this file at every round (see `signalbus health`).")
 @_json_option
 @_app_option
 def worker_command(once: bool, batch: int | None, poll: float | None, lease: float | None,
-                   name: str | None, no_listen: bool, log_level: str, as_json: bool,
+                   name: str | None, no_listen: bool, log_level: str, metrics_port: int | None,
+                   metrics_host: str, heartbeat_file: str | None, as_json: bool,
                    app_import: str | None) -> None:
     """Deliver the outbox: run until SIGTERM/SIGINT, or with --once until nothing is due."""
     from .outbox.worker import Worker
@@ -273,6 +280,18 @@ def worker_command(once: bool, batch: int | None, poll: float | None, lease: flo
         engine = _engine(runtime)
         worker = Worker(runtime, engine=engine, name=name, listen=not no_listen,
                         batch=batch, poll=poll, lease=lease)
+        if heartbeat_file is not None:
+            from .health import Heartbeat
+
+            worker.heartbeat = Heartbeat(heartbeat_file)
+        if metrics_port is not None:
+            from . import metrics
+
+            metrics.enable(engine=engine)
+            server = metrics.serve(metrics_port, metrics_host)
+            logging.getLogger("signalbus").info(
+                "signalbus worker %s: Prometheus metrics served on %s port %d (path "
+                "/metrics)", worker.name, metrics_host, server.server_port)
         how = (f"LISTEN {worker.settings.channel!r}, " if worker.listen else "") + \
             f"poll every {worker.settings.poll:g}s"
         logging.getLogger("signalbus").info(
@@ -287,13 +306,20 @@ def worker_command(once: bool, batch: int | None, poll: float | None, lease: flo
 
 
 @cli.command("status", with_appcontext=False)
+@click.option("--fail-if-lag", "fail_if_lag", type=click.FloatRange(min=0), default=None,
+              metavar="SECONDS", help="Only check the lag (cheap): exit 1 if the oldest "
+              "pending event or delivery waits longer than SECONDS (for cron monitors).")
 @_json_option
 @_app_option
-def status_command(as_json: bool, app_import: str | None) -> None:
+def status_command(as_json: bool, app_import: str | None,
+                   fail_if_lag: float | None = None) -> None:
     """Show the outbox: events and deliveries per state and signal, the oldest pending,
     the latest dead."""
     from .outbox import admin
 
+    if fail_if_lag is not None:
+        _lag_command(fail_if_lag, as_json, app_import)
+        return
     with _opened(app_import) as runtime:
         report = admin.status(_engine(runtime))
     if as_json:
@@ -323,6 +349,38 @@ def status_command(as_json: bool, app_import: str | None) -> None:
             lines.append(f"  {item['event_id']}  {item['signal']}{target}  after "
                          f"{item['attempts']} attempt(s): {item['last_error']}")
     _echo("\n".join(lines))
+
+
+def _lag_command(limit: float, as_json: bool, app_import: str | None) -> None:
+    from .health import check_lag
+
+    with _opened(app_import) as runtime:
+        ok, found = check_lag(_engine(runtime), limit)
+    if as_json:
+        _echo_json({**found, "limit_seconds": limit, "ok": ok})
+    else:
+        age = found["oldest_pending_age_seconds"]
+        _echo(f"{'OK' if ok else 'LAGGING'}: oldest pending {_age(age)} (limit "
+              f"{_age(limit)}); {found['pending_events']} events and "
+              f"{found['pending_deliveries']} deliveries pending")
+    if not ok:
+        raise SystemExit(1)
+
+
+@cli.command("health", with_appcontext=False)
+@click.option("--heartbeat-file", required=True, type=click.Path(dir_okay=False),
+              help="The file a worker touches (signalbus worker --heartbeat-file).")
+@click.option("--max-age", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS", help="Older than this: the worker is not alive.")
+def health_command(heartbeat_file: str, max_age: float) -> None:
+    """Worker liveness for process supervisors: exit 1 unless the worker's heartbeat
+    file was touched within --max-age seconds."""
+    from .health import check_heartbeat
+
+    ok, message = check_heartbeat(heartbeat_file, max_age)
+    _echo(("OK: " if ok else "NOT ALIVE: ") + message)
+    if not ok:
+        raise SystemExit(1)
 
 
 @cli.command("retry", with_appcontext=False)

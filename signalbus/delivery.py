@@ -14,11 +14,13 @@ after ``SIGNALBUS_MAX_DEPTH`` levels with an error naming the chain.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from . import logs
 from .errors import Permanent, Retry, SignalBusError
 from .events import Event, Outgoing
 from .redaction import redact
@@ -27,7 +29,8 @@ from .signals import Receiver
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-__all__ = ["Inline", "Outcome", "ReceiverCycle", "deliver_one", "run_receiver"]
+__all__ = ["Inline", "Instrument", "Outcome", "ReceiverCycle", "deliver_one", "instruments",
+           "loaded", "run_receiver", "settled"]
 
 log = logging.getLogger("signalbus")
 
@@ -51,6 +54,42 @@ observers: list[Observer] = []
 """Called with ``(sender, event)`` for every event about to be delivered (test capture)."""
 error_hooks: list[ErrorHook] = []
 """Called for every receiver error delivery swallows (the test plugin fails the test)."""
+
+
+class Instrument(Protocol):
+    """An observer of receiver runs: metrics (:mod:`signalbus.metrics`), tracing
+    (:mod:`signalbus.tracing`). Instruments are process-wide (like the test hooks
+    above): append one to :data:`instruments` to switch it on."""
+
+    def run(self, receiver: Receiver, sender: Any, event: Event
+            ) -> contextlib.AbstractContextManager[Callable[[Outcome], None]]:
+        """Around one run of ``receiver`` (the receiver runs inside it); what it yields
+        is called with the run's :class:`Outcome` before it exits."""
+        ...
+
+    def settled(self, signal: str, receiver: str, result: str) -> None:
+        """A delivery's fate: ``"delivered"``, ``"retried"`` (another attempt is
+        scheduled) or ``"dead"`` (given up; inline, every failure)."""
+        ...
+
+
+instruments: list[Instrument] = []
+"""The instruments switched on in this process (empty: receivers run bare)."""
+
+
+def settled(signal: str, receiver: str, result: str) -> None:
+    """Tell the instruments a delivery's fate (see :meth:`Instrument.settled`)."""
+    for instrument in list(instruments):
+        instrument.settled(signal, receiver, result)
+
+
+def loaded(event: Event, payload: Any) -> None:
+    """Hand the stored payload of ``event`` to the instruments that read it (tracing:
+    the trace context stored at commit), before its receivers run in a worker."""
+    for instrument in list(instruments):
+        hook = getattr(instrument, "loaded", None)
+        if hook is not None:
+            hook(event, payload)
 
 
 def report_error(receiver: Receiver | None, event: Event, exc: BaseException) -> None:
@@ -97,6 +136,34 @@ def run_receiver(receiver: Receiver, sender: Any, event: Event, *,
     if propagate:
         receiver.fn(sender, event=event)
         return OK
+    if instruments:
+        return _instrumented(receiver, sender, event, retries)
+    return _run(receiver, sender, event, retries)
+
+
+def _instrumented(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
+    with contextlib.ExitStack() as stack:
+        done = [stack.enter_context(i.run(receiver, sender, event)) for i in list(instruments)]
+        outcome = _run(receiver, sender, event, retries)
+        for finish in done:
+            finish(outcome)
+    if outcome.ok:
+        settled(event.signal, receiver.name, "delivered")
+    elif not retries:  # inline: nothing retries it
+        settled(event.signal, receiver.name, "dead")
+    return outcome
+
+
+def _run(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
+    # the event of every line logged while the receiver runs (signalbus.logs)
+    token = logs.current.set((event.id, event.signal, receiver.name))
+    try:
+        return _call(receiver, sender, event, retries)
+    finally:
+        logs.current.reset(token)
+
+
+def _call(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
     try:
         receiver.fn(sender, event=event)
     except (Retry, Permanent) as exc:
@@ -179,7 +246,7 @@ def run_inline(target: Target, events: Iterable[Outgoing]) -> None:
                 "of receivers committing changes that send each other's signals; break it, "
                 "or raise SIGNALBUS_MAX_DEPTH if the chain is meant to be that long."
             )
-            log.error("%s", exc)
+            log.error("%s", exc, extra={"event_id": event.id, "signal": event.signal})
             report_error(None, event, exc)
             continue
         local.queue.append(_Item(target, sender, event, depth, chain))

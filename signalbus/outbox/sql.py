@@ -52,24 +52,33 @@ __all__ = [
     "claim_events",
     "count_events",
     "counts",
+    "dead_events",
     "deliveries_of",
+    "deliveries_per_receiver",
+    "event_deliveries",
     "event_filter",
     "fail_delivery",
+    "find_event",
     "insert_deliveries",
     "insert_events",
     "kill_event",
     "latest_dead",
     "next_due",
     "notify",
+    "overview",
     "payloads",
+    "pending_summary",
+    "problem_deliveries",
     "purge",
     "release",
     "release_all",
     "renew",
     "requeue",
+    "requeue_deliveries",
     "reset_deliveries",
     "settle_event",
     "settled_events_after",
+    "settled_per_minute",
 ]
 
 SESSION = {
@@ -545,3 +554,184 @@ def purge(conn: Connection, cutoff: dt.datetime, *, dry_run: bool = False) -> di
     n_events = conn.execute(
         delete(o).where(old_done, ~exists().where(d.c.outbox_id == o.c.id))).rowcount
     return {"deliveries": int(n_deliveries), "events": int(n_events)}
+
+
+# the operator's page (signalbus.web) --------------------------------------------------------
+
+
+def settled_per_minute(conn: Connection, since: dt.datetime) -> dict[dt.datetime, dict[str, int]]:
+    """Work settled per minute since ``since``: events ``done`` (every receiver ran, or
+    failed ones went to rows of their own), deliveries ``delivered`` (a retry or replay
+    that succeeded) and ``dead``, keyed by the minute (aware UTC). Minutes without any
+    are absent. Reads the settled indexes, so its cost is the window's rows."""
+    o, d = outbox, deliveries
+    postgres = conn.dialect.name == "postgresql"
+
+    def minute(column: Any) -> Any:
+        if postgres:
+            return func.date_trunc("minute", column)
+        return func.strftime("%Y-%m-%d %H:%M", column)
+
+    found: dict[dt.datetime, dict[str, int]] = {}
+
+    def add(when: Any, key: str, count: int) -> None:
+        if isinstance(when, str):  # SQLite
+            when = dt.datetime.fromisoformat(when)
+        when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        slot = found.setdefault(when.astimezone(dt.UTC),
+                                {"done": 0, "delivered": 0, "dead": 0})
+        slot[key] += int(count)
+
+    em = minute(o.c.settled_at).label("m")
+    for when, state, count in conn.execute(
+            select(em, o.c.state, func.count()).where(o.c.state != PENDING,
+                                                      o.c.settled_at >= since)
+            .group_by(em, o.c.state)):
+        add(when, "done" if state == DONE else "dead", count)
+    dm = minute(d.c.updated_at).label("m")
+    for when, state, count in conn.execute(
+            select(dm, d.c.state, func.count()).where(d.c.state != PENDING,
+                                                      d.c.updated_at >= since)
+            .group_by(dm, d.c.state)):
+        add(when, "delivered" if state == DELIVERED else "dead", count)
+    return found
+
+
+def find_event(conn: Connection, event_id: str) -> Any:
+    """The outbox row of the event with this id (``id``, ``row_key``, ``payload``,
+    ``state``, ``created_at``, ``settled_at``, ``last_error``, ``claimed_by``,
+    ``claimed_until``), or ``None``. Its delivery rows are tried first (their
+    ``event_id`` is a column of its own); then the payload's ``id``, newest first. No
+    index covers the payload's ``id``: an event that never failed costs a scan back
+    from the newest row to it (an unknown id, the whole table)."""
+    o, d = outbox, deliveries
+    columns = (o.c.id, o.c.row_key, o.c.payload, o.c.state, o.c.created_at, o.c.settled_at,
+               o.c.last_error, o.c.claimed_by, o.c.claimed_until)
+    row = conn.execute(select(*columns).where(
+        o.c.id == select(d.c.outbox_id).where(d.c.event_id == event_id).limit(1)
+        .scalar_subquery())).first()
+    if row is None:
+        # newest first: the events an operator looks up are mostly recent ones
+        row = conn.execute(select(*columns).where(
+            o.c.payload["id"].as_string() == event_id).order_by(o.c.id.desc())
+            .limit(1)).first()
+    return row
+
+
+def event_deliveries(conn: Connection, outbox_id: int) -> list[Any]:
+    """The delivery rows of one event row, in id order (``id``, ``receiver``, ``state``,
+    ``attempts``, ``next_attempt_at``, ``last_error``, ``claimed_by``, ``claimed_until``,
+    ``created_at``, ``updated_at``)."""
+    d = deliveries
+    return list(conn.execute(
+        select(d.c.id, d.c.receiver, d.c.state, d.c.attempts, d.c.next_attempt_at,
+               d.c.last_error, d.c.claimed_by, d.c.claimed_until, d.c.created_at,
+               d.c.updated_at)
+        .where(d.c.outbox_id == outbox_id).order_by(d.c.id)).all())
+
+
+def problem_deliveries(conn: Connection, *, dead: bool, limit: int,
+                       after: tuple[dt.datetime, int] | None = None) -> list[Any]:
+    """One page of dead deliveries (``dead``), or of failing ones (pending after at
+    least one failed attempt), newest first; ``after`` is the ``(updated_at, id)`` of
+    the last row of the previous page (keyset pagination: a page costs the same however
+    deep). Rows ``(id, outbox_id, event_id, signal, receiver, state, attempts,
+    next_attempt_at, last_error, updated_at)``."""
+    d = deliveries
+    where: list[ColumnElement[bool]] = (
+        [d.c.state == DEAD] if dead else [d.c.state == PENDING, d.c.attempts > 0])
+    if after is not None:
+        at, last = after
+        where.append(or_(d.c.updated_at < at, and_(d.c.updated_at == at, d.c.id < last)))
+    return list(conn.execute(
+        select(d.c.id, d.c.outbox_id, d.c.event_id, d.c.signal, d.c.receiver, d.c.state,
+               d.c.attempts, d.c.next_attempt_at, d.c.last_error, d.c.updated_at)
+        .where(*where).order_by(d.c.updated_at.desc(), d.c.id.desc()).limit(limit)).all())
+
+
+def dead_events(conn: Connection, limit: int) -> list[Any]:
+    """The latest event rows that could not be read as events (``dead``), newest first:
+    ``(id, payload, last_error, settled_at)``."""
+    o = outbox
+    return list(conn.execute(
+        select(o.c.id, o.c.payload, o.c.last_error, o.c.settled_at)
+        .where(o.c.state == DEAD).order_by(o.c.settled_at.desc(), o.c.id.desc())
+        .limit(limit)).all())
+
+
+def requeue_deliveries(conn: Connection, delivery_ids: Sequence[int],
+                       now: dt.datetime) -> int:
+    """Make these deliveries due now: a dead one pending again with a fresh count of
+    attempts, a failing one (waiting for its next attempt) due at once. Deliveries
+    already delivered, or claimed by a worker, are left alone. The number changed."""
+    if not delivery_ids:
+        return 0
+    d = deliveries
+    ids = list(delivery_ids)
+    free = or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now)
+    n = conn.execute(update(d).where(d.c.id.in_(ids), d.c.state == DEAD).values(
+        state=PENDING, attempts=0, next_attempt_at=now, claimed_until=None,
+        claimed_by=None, updated_at=now)).rowcount
+    n += conn.execute(update(d).where(d.c.id.in_(ids), d.c.state == PENDING,
+                                      d.c.next_attempt_at > now, free)
+                      .values(next_attempt_at=now, updated_at=now)).rowcount
+    return int(n)
+
+
+def deliveries_per_receiver(conn: Connection) -> dict[str, dict[str, int]]:
+    """Delivery rows per receiver and state (``pending``, ``delivered``, ``dead``): the
+    receivers tracked on their own (retries, replays, rows queued behind a retry)."""
+    d = deliveries
+    out: dict[str, dict[str, int]] = {}
+    for receiver, state, count in conn.execute(
+            select(d.c.receiver, d.c.state, func.count()).group_by(d.c.receiver, d.c.state)):
+        out.setdefault(receiver, {PENDING: 0, DELIVERED: 0, DEAD: 0})[state] = int(count)
+    return dict(sorted(out.items()))
+
+
+def pending_summary(conn: Connection) -> tuple[int, int, dt.datetime | None]:
+    """Pending events, pending deliveries, and when the oldest of them was stored
+    (``None`` when nothing is pending): what metrics and health checks poll, read from
+    the partial indexes of pending rows only, so it stays cheap however much is settled."""
+    o, d = outbox, deliveries
+    events, oldest_event = conn.execute(
+        select(func.count(), func.min(o.c.created_at)).where(o.c.state == PENDING)).one()
+    ndeliveries, oldest_delivery = conn.execute(
+        select(func.count(), func.min(d.c.created_at)).where(d.c.state == PENDING)).one()
+    found = [t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+             for t in (oldest_event, oldest_delivery) if t is not None]
+    return int(events), int(ndeliveries), min(found) if found else None
+
+
+def overview(conn: Connection, since: dt.datetime) -> dict[str, Any]:
+    """The overview page's counts, kept cheap on a large outbox: events per state
+    (one pass over the table's ``state`` column, no payload read), and per signal —
+    the payload read only for pending events (their partial index) and for events
+    settled since ``since`` (the settled index) — pending, done since ``since``,
+    retrying and dead deliveries (the deliveries table has a ``signal`` column). The
+    result: ``{"events": {state: n}, "signals": {signal: {"pending", "done_recent",
+    "retrying", "dead"}}}``."""
+    o, d = outbox, deliveries
+    events = {PENDING: 0, DONE: 0, DEAD: 0}
+    for state, count in conn.execute(select(o.c.state, func.count()).group_by(o.c.state)):
+        events[state] = int(count)
+    signals: dict[str, dict[str, int]] = {}
+
+    def slot(signal: Any) -> dict[str, int]:
+        return signals.setdefault(str(signal), {"pending": 0, "done_recent": 0,
+                                                "retrying": 0, "dead": 0})
+
+    signal = o.c.payload["signal"].as_string().label("signal")
+    for name, count in conn.execute(select(signal, func.count()).where(o.c.state == PENDING)
+                                    .group_by(signal)):
+        slot(name)["pending"] += int(count)
+    for name, count in conn.execute(select(signal, func.count())
+                                    .where(o.c.state != PENDING, o.c.settled_at >= since,
+                                           o.c.state == DONE)
+                                    .group_by(signal)):
+        slot(name)["done_recent"] += int(count)
+    for name, state, count in conn.execute(
+            select(d.c.signal, d.c.state, func.count()).where(d.c.state != DELIVERED)
+            .group_by(d.c.signal, d.c.state)):
+        slot(name)["retrying" if state == PENDING else "dead"] += int(count)
+    return {"events": events, "signals": dict(sorted(signals.items()))}

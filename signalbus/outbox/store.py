@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 __all__ = ["Outbox", "row_key"]
 
 log = logging.getLogger("signalbus")
+
+stamps: list[Callable[[dict[str, Any]], None]] = []
+"""Called with each payload about to be stored, in the committing thread: they may add
+keys of their own next to the event's (:mod:`signalbus.tracing` adds ``"trace"``);
+:meth:`~signalbus.Event.from_dict` ignores them."""
 
 
 def row_key(event: Event) -> str | None:
@@ -107,6 +112,8 @@ class Outbox:
         for _sender, event in items:
             payload = event.to_dict()
             del payload["attempt"]
+            for stamp in stamps:
+                stamp(payload)
             yield {"row_key": row_key(event), "payload": payload}
 
     def store(self, connection: Connection, items: Sequence[Outgoing]) -> None:

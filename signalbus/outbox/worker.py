@@ -199,6 +199,9 @@ class Worker:
         self._ticker: _Ticker | None = None
         self._deliveries_checked_at = -math.inf
         self._found_deliveries = False
+        self.heartbeat: Callable[[], None] | None = None
+        """Called at every round of :meth:`run` (at least every ``poll`` seconds while
+        idle, after every batch while busy): :class:`signalbus.health.Heartbeat`."""
 
     # control ----------------------------------------------------------------------------
 
@@ -234,6 +237,8 @@ class Worker:
                     sock.setblocking(False)
                 listener = open_listener(self.engine, self.settings.channel)
             while not self._stop.is_set():
+                if self.heartbeat is not None:
+                    self.heartbeat()
                 if listener is not None:
                     listener = listener.drain()
                 try:
@@ -655,6 +660,8 @@ class Worker:
                       "--event`, or purge it); going on", self.name, redact(error))
             return
         delivery.notify(sender, event)
+        if delivery.instruments:
+            delivery.loaded(event, job.payload)
         rows: list[dict[str, Any]] = []
         for rec in self._receivers_of(event.signal, sender):
             if job.row_key is not None and (job.row_key, rec.name) in blocked:
@@ -691,6 +698,8 @@ class Worker:
                                 permanent=True, after=None)
             return
         delivery.notify(sender, event)
+        if delivery.instruments:
+            delivery.loaded(event, job.payload)
         rec = next((r for r in self._receivers_of(job.signal, sender)
                     if r.name == job.receiver), None)
         if rec is None:
@@ -722,14 +731,17 @@ class Worker:
         wait = 0.0 if dead else retry.delay(
             self.settings, attempt, outcome.after if outcome.kind == "retry" else None)
         error = describe_error(outcome.error)
+        delivery.settled(signal, receiver, "dead" if dead else "retried")
         if dead:
             self.stats.dead += 1
             log.error("signalbus: delivery of %s event %s to %s is dead after %d attempt(s): %s",
-                      signal, event_id, receiver, attempt, error)
+                      signal, event_id, receiver, attempt, error,
+                      extra={"event_id": event_id, "signal": signal, "receiver": receiver})
         else:
             self.stats.retried += 1
             log.info("signalbus: %s event %s to %s: attempt %d in %.2fs", signal, event_id,
-                     receiver, attempt + 1, wait)
+                     receiver, attempt + 1, wait,
+                     extra={"event_id": event_id, "signal": signal, "receiver": receiver})
         return dead, utcnow() + dt.timedelta(seconds=wait), error
 
     def _fail_delivery(self, job: _Job, exc: BaseException, *, permanent: bool,
