@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["cli", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("signalbus.celery.cli",)
 """Modules that add commands to the group when they exist."""
 
 cli = AppGroup("signalbus", help="Inspect signalbus and run its worker.")
