@@ -312,6 +312,8 @@ def status_command(as_json: bool, app_import: str | None) -> None:
         f"  due now {report['due']}, claimed by a worker {report['claimed']}, oldest pending: "
         f"{_age(report['oldest_pending_age_seconds'])}",
     ]
+    if report.get("handed_over"):
+        lines.append(f"  handed over to Celery, not yet reported: {report['handed_over']}")
     if report["signals"]:
         width = max(len(s) for s in report["signals"])
         lines.append(f"  {'signal'.ljust(width)}  {'pending':>8}  {'done':>8}  "

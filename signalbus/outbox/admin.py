@@ -111,6 +111,7 @@ def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
             func.min(d.c.created_at), func.count().filter((d.c.next_attempt_at <= now) & free_d),
             func.count().filter(d.c.claimed_until > now),
         ).where(d.c.state == PENDING)).one()
+        handed_over = sql.handed_over(conn, now)
         dead = [
             {"event_id": r.event_id, "signal": r.signal, "receiver": r.receiver,
              "attempts": r.attempts, "last_error": redact(r.last_error or ""),
@@ -138,6 +139,7 @@ def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
         "deliveries": states,
         "due": int(due_o) + int(due_d),
         "claimed": int(claimed_o) + int(claimed_d),
+        "handed_over": handed_over,
         "oldest_pending_age_seconds": (
             round(max(0.0, (now - min(oldest)).total_seconds()), 3) if oldest else None),
         "signals": dict(sorted(per_signal.items())),
