@@ -27,7 +27,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -87,8 +88,11 @@ def deliver(task: Any, runtime: Runtime, delivery_id: int, token: str, attempt: 
     ``Retry`` raised by ``task.retry`` for the next attempt."""
     state = _state(runtime)
     with state.engine.connect() as raw:
-        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-        if not sql.try_lock_delivery(conn, delivery_id):
+        # PostgreSQL: each statement commits at once (and the advisory lock is the
+        # session's); SQLite: each in a transaction of its own, never one left open
+        # while the receiver runs (its writes would find the database locked)
+        conn = _Statements(raw)
+        if not conn.run(lambda c: sql.try_lock_delivery(c, delivery_id)):
             log.info("signalbus: delivery %d is being run by another copy of its task; this "
                      "copy does nothing", delivery_id)
             return BUSY
@@ -96,15 +100,31 @@ def deliver(task: Any, runtime: Runtime, delivery_id: int, token: str, attempt: 
             return _run(task, runtime, state, conn, delivery_id, token, attempt)
         finally:
             with contextlib.suppress(Exception):
-                sql.unlock_delivery(conn, delivery_id)
+                conn.run(lambda c: sql.unlock_delivery(c, delivery_id))
 
 
-def _run(task: Any, runtime: Runtime, state: _State, conn: Connection, delivery_id: int,
+T = TypeVar("T")
+
+
+class _Statements:
+    def __init__(self, conn: Connection) -> None:
+        self.postgres = conn.dialect.name == "postgresql"
+        self.conn = conn.execution_options(isolation_level="AUTOCOMMIT") if self.postgres \
+            else conn
+
+    def run(self, fn: Callable[[Connection], T]) -> T:
+        if self.postgres:
+            return fn(self.conn)
+        with self.conn.begin():
+            return fn(self.conn)
+
+
+def _run(task: Any, runtime: Runtime, state: _State, conn: _Statements, delivery_id: int,
          token: str, attempt: int) -> str:
     now = utcnow()
     lease = dt.timedelta(seconds=state.celery_settings.lease)
-    row = sql.take_handed_over(conn, delivery_id, token=token, attempt=attempt,
-                               until=now + lease)
+    row = conn.run(lambda c: sql.take_handed_over(c, delivery_id, token=token,
+                                                  attempt=attempt, until=now + lease))
     if row is None:
         log.info("signalbus: delivery %d attempt %d is settled or no longer this task's; "
                  "nothing to do", delivery_id, attempt)
@@ -126,16 +146,17 @@ def _run(task: Any, runtime: Runtime, state: _State, conn: Connection, delivery_
             outcome = delivery.run_receiver(rec, sender, event, retries=True)
     now = utcnow()
     if outcome.ok:
-        ours = sql.record_handed_over(conn, delivery_id, token=token, state=schema.DELIVERED,
-                                      attempts=attempt, now=now)
+        ours = conn.run(lambda c: sql.record_handed_over(
+            c, delivery_id, token=token, state=schema.DELIVERED, attempts=attempt, now=now))
         _lost(ours, delivery_id)
         _wake_relay(conn, state, row.row_key)
         return DELIVERED
     assert outcome.error is not None
     error = describe_error(outcome.error)
     if retry.gives_up(state.settings, attempt, permanent=outcome.kind == "permanent"):
-        ours = sql.record_handed_over(conn, delivery_id, token=token, state=schema.DEAD,
-                                      attempts=attempt, now=now, error=error)
+        ours = conn.run(lambda c: sql.record_handed_over(
+            c, delivery_id, token=token, state=schema.DEAD, attempts=attempt, now=now,
+            error=error))
         _lost(ours, delivery_id)
         log.error("signalbus: delivery of %s event %s to %s is dead after %d attempt(s): %s",
                   row.signal, row.event_id, row.receiver, attempt, error)
@@ -144,9 +165,9 @@ def _run(task: Any, runtime: Runtime, state: _State, conn: Connection, delivery_
     wait = retry.delay(state.settings, attempt,
                        outcome.after if outcome.kind == "retry" else None)
     next_at = now + dt.timedelta(seconds=wait)
-    ours = sql.record_handed_over(conn, delivery_id, token=token, state=schema.PENDING,
-                                  attempts=attempt, now=now, next_attempt_at=next_at,
-                                  until=next_at + lease, error=error)
+    ours = conn.run(lambda c: sql.record_handed_over(
+        c, delivery_id, token=token, state=schema.PENDING, attempts=attempt, now=now,
+        next_attempt_at=next_at, until=next_at + lease, error=error))
     if not _lost(ours, delivery_id):
         return SKIPPED
     log.info("signalbus: %s event %s to %s: attempt %d in %.2fs", row.signal, row.event_id,
@@ -163,10 +184,11 @@ def _lost(ours: bool, delivery_id: int) -> bool:
     return ours
 
 
-def _wake_relay(conn: Connection, state: _State, row_key: str | None) -> None:
+def _wake_relay(conn: _Statements, state: _State, row_key: str | None) -> None:
     """A settled delivery makes room under ``SIGNALBUS_CELERY_MAX_HANDED_OVER`` and lets the
-    next delivery of its row go: wake the relay."""
-    sql.notify(conn, state.settings)
+    next delivery of its row go: wake the relay (PostgreSQL)."""
+    if conn.postgres:
+        sql.notify(conn.conn, state.settings)
 
 
 def _read(state: _State, payload: Any, attempt: int, outbox_id: int) -> tuple[Event, Any]:
