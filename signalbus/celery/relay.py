@@ -242,6 +242,11 @@ class Relay:
             self._conn = conn
         return self._conn
 
+    def close(self) -> None:
+        """Close the relay's connection (:meth:`run` does it when it returns; call it after
+        driving rounds by hand with :meth:`run_round`)."""
+        self._drop_connection()
+
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

@@ -443,13 +443,20 @@ def take_handed_over(conn: Connection, delivery_id: int, *, token: str, attempt:
     again under another token, or already past this attempt): a redelivered task then
     does nothing."""
     d, o = deliveries, outbox
-    taken = conn.execute(
-        update(d).where(d.c.id == delivery_id, d.c.state == PENDING, d.c.claimed_by == token,
-                        d.c.attempts == attempt - 1)
-        .values(claimed_until=until).returning(d.c.outbox_id)).first()
+    mine = (d.c.id == delivery_id, d.c.state == PENDING, d.c.claimed_by == token,
+            d.c.attempts == attempt - 1)
+    if conn.dialect.name == "postgresql":  # one round trip: UPDATE … FROM … RETURNING
+        row: Any = conn.execute(
+            update(d).where(*mine, o.c.id == d.c.outbox_id).values(claimed_until=until)
+            .returning(d.c.outbox_id, d.c.event_id, d.c.receiver, d.c.signal, d.c.row_key,
+                       o.c.payload)).first()
+        return row  # type: ignore[no-any-return]
+    # SQLite's RETURNING cannot name the FROM table's columns
+    taken = conn.execute(update(d).where(*mine).values(claimed_until=until)
+                         .returning(d.c.outbox_id)).first()
     if taken is None:
         return None
-    row: Any = conn.execute(
+    row = conn.execute(
         select(d.c.outbox_id, d.c.event_id, d.c.receiver, d.c.signal, d.c.row_key,
                o.c.payload)
         .select_from(d.outerjoin(o, o.c.id == d.c.outbox_id))
