@@ -191,3 +191,23 @@ def test_a_host_celery_app_gets_the_task(tables):
     task = host.tasks["signalbus.deliver"]
     assert task.acks_late and task.reject_on_worker_lost
     assert rt.backend.celery is host
+
+
+def test_replay_in_celery_mode_is_handed_over_like_any_delivery(tables, redis_queue, relays):
+    from signalbus.outbox import admin
+
+    client, queue = redis_queue
+    rt = runtime(tables)
+    signalbus.celery.init_celery(rt)
+    commit_tickets(rt)
+    relay = relays(rt)
+    while relay.run_round():
+        pass
+    with tables.begin() as conn:  # as if every task had reported
+        conn.execute(deliveries.update().values(state="delivered", claimed_by=None,
+                                                claimed_until=None, attempts=1))
+    client.delete(queue)
+    counts = admin.replay(rt, tables, rt.backend.settings, signals=["cel_ticket_saved"])
+    assert counts["events"] == 3 and counts["reset"] == 6
+    assert relay.run_round() == 4  # the row heads again; row 1's second event after them
+    assert client.llen(queue) == 4
