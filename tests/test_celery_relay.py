@@ -211,3 +211,18 @@ def test_replay_in_celery_mode_is_handed_over_like_any_delivery(tables, redis_qu
     assert counts["events"] == 3 and counts["reset"] == 6
     assert relay.run_round() == 4  # the row heads again; row 1's second event after them
     assert client.llen(queue) == 4
+
+
+def test_two_copies_of_a_task_never_hold_one_delivery_at_once(tables):
+    with tables.connect() as a, tables.connect() as b:
+        a = a.execution_options(isolation_level="AUTOCOMMIT")
+        b = b.execution_options(isolation_level="AUTOCOMMIT")
+        assert sql.try_lock_delivery(a, 42) is True
+        postgres = tables.dialect.name == "postgresql"
+        assert sql.try_lock_delivery(b, 42) is not postgres  # SQLite: no lock (one worker)
+        sql.unlock_delivery(b, 42, locked=not postgres)
+        sql.unlock_delivery(a, 42)
+        assert sql.try_lock_delivery(b, 42) is True
+        sql.unlock_delivery(b, 42)
+        if postgres:  # the pooled connection goes back as it came
+            assert a.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"

@@ -92,15 +92,16 @@ def deliver(task: Any, runtime: Runtime, delivery_id: int, token: str, attempt: 
         # session's); SQLite: each in a transaction of its own, never one left open
         # while the receiver runs (its writes would find the database locked)
         conn = _Statements(raw)
-        if not conn.run(lambda c: sql.try_lock_delivery(c, delivery_id)):
-            log.info("signalbus: delivery %d is being run by another copy of its task; this "
-                     "copy does nothing", delivery_id)
-            return BUSY
+        locked = conn.run(lambda c: sql.try_lock_delivery(c, delivery_id))
         try:
+            if not locked:
+                log.info("signalbus: delivery %d is being run by another copy of its task; "
+                         "this copy does nothing", delivery_id)
+                return BUSY
             return _run(task, runtime, state, conn, delivery_id, token, attempt)
         finally:
             with contextlib.suppress(Exception):
-                conn.run(lambda c: sql.unlock_delivery(c, delivery_id))
+                conn.run(lambda c: sql.unlock_delivery(c, delivery_id, locked=locked))
 
 
 T = TypeVar("T")

@@ -499,17 +499,24 @@ def try_lock_delivery(conn: Connection, delivery_id: int) -> bool:
     """PostgreSQL: take the session advisory lock of a delivery without waiting; whether it
     was free. Two copies of one task (a broker that redelivers a message still running)
     cannot run a receiver at the same time; the lock goes with the connection when the
-    process dies. Always ``True`` elsewhere."""
+    process dies. The same round trip turns ``synchronous_commit`` off for the task's own
+    statements, as for the worker's (:data:`SESSION`): an outcome lost in a server crash
+    is a repeat, which at-least-once allows; :func:`unlock_delivery` resets it before the
+    connection goes back to the pool (and to the receivers). Always ``True`` elsewhere."""
     if conn.dialect.name != "postgresql":
         return True
-    return bool(conn.execute(select(func.pg_try_advisory_lock(
-        *_lock_keys(delivery_id)))).scalar_one())
+    row = conn.execute(select(func.set_config("synchronous_commit", "off", False),
+                              func.pg_try_advisory_lock(*_lock_keys(delivery_id)))).one()
+    return bool(row[1])
 
 
-def unlock_delivery(conn: Connection, delivery_id: int) -> None:
-    """Release :func:`try_lock_delivery`'s lock (PostgreSQL)."""
+def unlock_delivery(conn: Connection, delivery_id: int, *, locked: bool = True) -> None:
+    """Release :func:`try_lock_delivery`'s lock (when it was ``locked``) and reset
+    ``synchronous_commit`` (PostgreSQL)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_unlock(*_lock_keys(delivery_id))))
+        if locked:
+            conn.execute(select(func.pg_advisory_unlock(*_lock_keys(delivery_id))))
+        conn.exec_driver_sql("RESET synchronous_commit")
 
 
 def _lock_keys(delivery_id: int) -> tuple[Any, Any]:
