@@ -4,6 +4,7 @@ Run from the project root::
 
     python -m examples.demo                              # inline, SQLite
     python -m examples.demo --delivery outbox            # outbox, worker processes
+    python -m examples.demo --delivery celery            # Celery workers on Redis + relays
     python -m examples.demo --database-url postgresql://postgres@127.0.0.1/test
     python -m examples.demo --delivery outbox --serve    # keep the outbox page open
 
@@ -207,7 +208,26 @@ def stored_events(app: Flask, label: str) -> list[tuple[str, Event]]:
                 for p in rows]
 
 
-def run(delivery: str, database_url: str | None, serve: bool = False, port: int = 0) -> int:
+def start_celery(names: list[str], env: dict[str, str]) -> list[Any]:
+    """Celery mode: per app, a real ``celery worker`` (on its own queue) and a relay."""
+    import subprocess
+
+    procs = []
+    for name in names:
+        app_env = {**env, "SIGNALBUS_DEMO_APP": name}
+        queue = json.loads(env[CONFIG_ENV])[name]["SIGNALBUS_CELERY_QUEUE"]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "examples.demo_celery:celery", "worker",
+             "-Q", queue, "--pool=solo", "--without-heartbeat", "--without-gossip",
+             "--without-mingle", "-n", f"{queue}@%h", "--loglevel=WARNING"], env=app_env))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "signalbus", "relay", "--app", f"examples.demo:{name}_worker",
+             "--log-level", "WARNING"], env=app_env, stdout=subprocess.DEVNULL))
+    return procs
+
+
+def run(delivery: str, database_url: str | None, serve: bool = False, port: int = 0,
+        broker: str | None = None) -> int:
     from examples.badgeyay import User
     from examples.badgeyay import create_app as badgeyay_app
     from examples.badgeyay import db as badgeyay_db
@@ -220,6 +240,10 @@ def run(delivery: str, database_url: str | None, serve: bool = False, port: int 
                   "SIGNALBUS_OUTBOX_POLL": 0.2}
         configs = {name: {**common, **database_config(database_url, name, Path(tmp))}
                    for name in ("badgeyay", "yvih")}
+        if delivery == "celery":
+            for name, config in configs.items():
+                config["SIGNALBUS_CELERY_BROKER"] = broker
+                config["SIGNALBUS_CELERY_QUEUE"] = f"signalbus_demo_{name}_{os.getpid()}"
         badgeyay, yvih = badgeyay_app(configs["badgeyay"]), yvih_app(configs["yvih"])
         add_page(badgeyay)
         badgeyay_init(badgeyay)
@@ -231,12 +255,15 @@ def run(delivery: str, database_url: str | None, serve: bool = False, port: int 
         for app in (badgeyay, yvih):  # inline: empty, but the outbox page opens
             with app.app_context():
                 signalbus.outbox.create_all(app.extensions["sqlalchemy"].engine)
-        if delivery == "outbox":
+        if delivery in ("outbox", "celery"):
             from signalbus.outbox.worker import spawn
 
             env = {**os.environ, CONFIG_ENV: json.dumps(configs)}
-            workers = [spawn(f"examples.demo:{name}_worker", "--log-level", "WARNING",
-                             env=env) for name in ("badgeyay", "yvih")]
+            if delivery == "celery":
+                workers = start_celery(["badgeyay", "yvih"], env)
+            else:
+                workers = [spawn(f"examples.demo:{name}_worker", "--log-level", "WARNING",
+                                 env=env) for name in ("badgeyay", "yvih")]
         else:
             fired.watch(badgeyay, "badgeyay")
             fired.watch(yvih, "yvih")
@@ -263,8 +290,9 @@ def run(delivery: str, database_url: str | None, serve: bool = False, port: int 
                 "title": "Badge export times out", "reporter": "eve@example.com",
                 "description": "The PDF export of 300 badges never finishes."})
             if workers:
-                print("- the worker processes deliver the outbox")
-                wait_for_workers([badgeyay, yvih])
+                print("- the Celery workers deliver what the relays hand over" if
+                      delivery == "celery" else "- the worker processes deliver the outbox")
+                wait_for_workers([badgeyay, yvih], timeout=60.0)
                 fired.events = stored_events(badgeyay, "badgeyay") + stored_events(yvih, "yvih")
             report(fired, smtp, webhook, badgeyay)
             status = check(fired, smtp, webhook, badgeyay)
@@ -344,15 +372,19 @@ def check(fired: Fired, smtp: Any, webhook: Any, app: Flask) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delivery", choices=["inline", "outbox"], default="inline")
+    parser.add_argument("--delivery", choices=["inline", "outbox", "celery"], default="inline")
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite files)")
     parser.add_argument("--serve", action="store_true",
                         help="keep serving the outbox page until Ctrl-C")
     parser.add_argument("--port", type=int, default=0,
                         help="port of the outbox page on 127.0.0.1 (default: any free one)")
+    parser.add_argument("--broker", default=os.environ.get("SIGNALBUS_CELERY_BROKER",
+                                                           "redis://127.0.0.1:6379/0"),
+                        help="the Celery broker of --delivery celery (default "
+                             "$SIGNALBUS_CELERY_BROKER, else redis://127.0.0.1:6379/0)")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the webhook server's access log
-    sys.exit(run(args.delivery, args.database_url, args.serve, args.port))
+    sys.exit(run(args.delivery, args.database_url, args.serve, args.port, args.broker))
 
 
 if __name__ == "__main__":

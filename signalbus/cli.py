@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["cli", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("signalbus.celery.cli",)
 """Modules that add commands to the group when they exist."""
 
 cli = AppGroup("signalbus", help="Inspect signalbus and run its worker.")
@@ -335,6 +335,8 @@ def status_command(as_json: bool, app_import: str | None,
         f"  due now {report['due']}, claimed by a worker {report['claimed']}, oldest pending: "
         f"{_age(report['oldest_pending_age_seconds'])}",
     ]
+    if report.get("handed_over"):
+        lines.append(f"  handed over to Celery, not yet reported: {report['handed_over']}")
     if report["signals"]:
         width = max(len(s) for s in report["signals"])
         lines.append(f"  {'signal'.ljust(width)}  {'pending':>8}  {'done':>8}  "

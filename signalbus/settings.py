@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
 BACKENDS: dict[str, str] = {
     "inline": "signalbus.delivery:Inline",
     "outbox": "signalbus.outbox:Outbox",
+    "celery": "signalbus.celery.backend:CeleryOutbox",
 }
 """Delivery modes (``SIGNALBUS_DELIVERY``) and the backend class each one loads."""
 

@@ -11,10 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("delivery", ["inline", "outbox"])
+@pytest.mark.parametrize("delivery", ["inline", "outbox", "celery"])
 def test_demo(delivery):
+    # celery: real Celery workers and relays on the test Redis database of the celery tests
+    broker = ["--broker", "redis://127.0.0.1:6379/7"] if delivery == "celery" else []
     result = subprocess.run(
-        [sys.executable, "-m", "examples.demo", "--delivery", delivery],
+        [sys.executable, "-m", "examples.demo", "--delivery", delivery, *broker],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr

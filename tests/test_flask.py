@@ -102,7 +102,7 @@ def test_bad_delivery_setting_is_named(app_factory):
     with pytest.raises(signalbus.ConfigurationError) as info:
         SignalBus().init_app(app, db=db)
     assert str(info.value) == (
-        "SIGNALBUS_DELIVERY is 'carrier-pigeon'; use one of 'inline', 'outbox'."
+        "SIGNALBUS_DELIVERY is 'carrier-pigeon'; use one of 'inline', 'outbox', 'celery'."
     )
     assert "signalbus" not in app.extensions
 

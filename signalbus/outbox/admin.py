@@ -75,6 +75,7 @@ def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
         _checked(conn)
         found = sql.counts(conn, now)
         dead_rows, dead_events = sql.latest_dead(conn, dead_limit)
+        handed_over = sql.handed_over(conn, now)
     events = {PENDING: 0, DONE: 0, DEAD: 0}
     states = {PENDING: 0, DELIVERED: 0, DEAD: 0}
     per_signal: dict[str, dict[str, int]] = {}
@@ -112,6 +113,7 @@ def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
         "deliveries": states,
         "due": found["due"],
         "claimed": found["claimed"],
+        "handed_over": handed_over,
         "oldest_pending_age_seconds": (
             round(max(0.0, (now - min(oldest)).total_seconds()), 3) if oldest else None),
         "signals": dict(sorted(per_signal.items())),

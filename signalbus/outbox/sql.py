@@ -24,10 +24,12 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Integer,
     Text,
     and_,
     any_,
     bindparam,
+    cast,
     delete,
     exists,
     func,
@@ -59,6 +61,7 @@ __all__ = [
     "event_filter",
     "fail_delivery",
     "find_event",
+    "handed_over",
     "insert_deliveries",
     "insert_events",
     "kill_event",
@@ -70,6 +73,7 @@ __all__ = [
     "pending_summary",
     "problem_deliveries",
     "purge",
+    "record_handed_over",
     "release",
     "release_all",
     "renew",
@@ -79,6 +83,9 @@ __all__ = [
     "settle_event",
     "settled_events_after",
     "settled_per_minute",
+    "take_handed_over",
+    "try_lock_delivery",
+    "unlock_delivery",
 ]
 
 SESSION = {
@@ -735,3 +742,110 @@ def overview(conn: Connection, since: dt.datetime) -> dict[str, Any]:
             .group_by(d.c.signal, d.c.state)):
         slot(name)["retrying" if state == PENDING else "dead"] += int(count)
     return {"events": events, "signals": dict(sorted(signals.items()))}
+
+
+# hand-over to Celery (signalbus.celery) ------------------------------------------------------
+#
+# In celery mode a relay expands each claimed event into one delivery row per receiver
+# (insert_deliveries + ack_events, one transaction), then hands due deliveries that head
+# their (row, receiver) chain over to Celery with claim_deliveries, its ``by`` being a
+# hand-over token ``celery:…`` new for each hand-over. The lease is how long a handed-over
+# delivery may stay unreported before the relay hands it over again (with a new token). A
+# task takes its delivery (take_handed_over) only while the token and attempt it carries
+# are still the delivery's, and records the outcome with record_handed_over.
+
+HANDOVER_PREFIX = "celery:"
+"""``claimed_by`` of a delivery handed over to Celery starts with this."""
+
+_LOCK_SPACE = 0x5B5B
+"""The first key of signalbus's PostgreSQL advisory locks (the second: a delivery id)."""
+
+
+def take_handed_over(conn: Connection, delivery_id: int, *, token: str, attempt: int,
+                     until: dt.datetime) -> Row[Any] | None:
+    """Take a handed-over delivery for attempt number ``attempt``: extend its lease to
+    ``until`` and return ``(outbox_id, event_id, receiver, signal, row_key, payload)``,
+    or ``None`` when the delivery is no longer this hand-over's (settled, handed over
+    again under another token, or already past this attempt): a redelivered task then
+    does nothing."""
+    d, o = deliveries, outbox
+    mine = (d.c.id == delivery_id, d.c.state == PENDING, d.c.claimed_by == token,
+            d.c.attempts == attempt - 1)
+    if conn.dialect.name == "postgresql":  # one round trip: UPDATE … FROM … RETURNING
+        row: Any = conn.execute(
+            update(d).where(*mine, o.c.id == d.c.outbox_id).values(claimed_until=until)
+            .returning(d.c.outbox_id, d.c.event_id, d.c.receiver, d.c.signal, d.c.row_key,
+                       o.c.payload)).first()
+        return row  # type: ignore[no-any-return]
+    # SQLite's RETURNING cannot name the FROM table's columns
+    taken = conn.execute(update(d).where(*mine).values(claimed_until=until)
+                         .returning(d.c.outbox_id)).first()
+    if taken is None:
+        return None
+    row = conn.execute(
+        select(d.c.outbox_id, d.c.event_id, d.c.receiver, d.c.signal, d.c.row_key,
+               o.c.payload)
+        .select_from(d.outerjoin(o, o.c.id == d.c.outbox_id))
+        .where(d.c.id == delivery_id)).first()
+    return row  # type: ignore[no-any-return]
+
+
+def record_handed_over(conn: Connection, delivery_id: int, *, token: str, state: str,
+                       attempts: int, now: dt.datetime,
+                       next_attempt_at: dt.datetime | None = None,
+                       until: dt.datetime | None = None, error: str | None = None) -> bool:
+    """Record the outcome of attempt ``attempts`` of a delivery handed over under
+    ``token``: ``delivered``, ``dead``, or ``pending`` again from ``next_attempt_at``
+    (``until`` given: the hand-over keeps its claim until then, because the task itself
+    is retried by Celery; else the claim is cleared and the relay hands it over when it
+    is due). Whether the delivery was still this hand-over's (``False``: its lease
+    lapsed and it was handed over again, which the caller logs)."""
+    d = deliveries
+    values: dict[str, Any] = {"state": state, "attempts": attempts, "updated_at": now,
+                              "claimed_until": until, "claimed_by": token if until else None}
+    if state != DELIVERED:
+        values["last_error"] = error
+        values["next_attempt_at"] = next_attempt_at or now
+    return conn.execute(
+        update(d).where(d.c.id == delivery_id, d.c.state == PENDING, d.c.claimed_by == token)
+        .values(**values)).rowcount == 1
+
+
+def handed_over(conn: Connection, now: dt.datetime) -> int:
+    """How many deliveries are handed over to Celery and not yet reported (pending, their
+    hand-over lease running)."""
+    d = deliveries
+    return int(conn.execute(
+        select(func.count()).select_from(d)
+        .where(d.c.state == PENDING, d.c.claimed_until > now,
+               d.c.claimed_by.startswith(HANDOVER_PREFIX, autoescape=True))).scalar_one())
+
+
+def try_lock_delivery(conn: Connection, delivery_id: int) -> bool:
+    """PostgreSQL: take the session advisory lock of a delivery without waiting; whether it
+    was free. Two copies of one task (a broker that redelivers a message still running)
+    cannot run a receiver at the same time; the lock goes with the connection when the
+    process dies. The same round trip turns ``synchronous_commit`` off for the task's own
+    statements, as for the worker's (:data:`SESSION`): an outcome lost in a server crash
+    is a repeat, which at-least-once allows; :func:`unlock_delivery` resets it before the
+    connection goes back to the pool (and to the receivers). Always ``True`` elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return True
+    row = conn.execute(select(func.set_config("synchronous_commit", "off", False),
+                              func.pg_try_advisory_lock(*_lock_keys(delivery_id)))).one()
+    return bool(row[1])
+
+
+def unlock_delivery(conn: Connection, delivery_id: int, *, locked: bool = True) -> None:
+    """Release :func:`try_lock_delivery`'s lock (when it was ``locked``) and reset
+    ``synchronous_commit`` (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        if locked:
+            conn.execute(select(func.pg_advisory_unlock(*_lock_keys(delivery_id))))
+        conn.exec_driver_sql("RESET synchronous_commit")
+
+
+def _lock_keys(delivery_id: int) -> tuple[Any, Any]:
+    # the (int4, int4) form: the first key keeps signalbus's locks apart from the app's
+    return (cast(literal(_LOCK_SPACE), Integer),
+            cast(literal(delivery_id % 2**31), Integer))
