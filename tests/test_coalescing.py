@@ -246,3 +246,25 @@ def test_re_added_object_then_deleted_is_the_delete_of_the_committed_row(run):
         s.delete(new)
         s.commit()
     assert got() == [("co_file_removed", "delete", "a.csv", {"filename": "a.csv", "size": 5})]
+
+
+def test_update_then_delete_and_re_add_back_to_the_old_value_is_no_change(run):
+    """Found by the property test: size 0 → 5 (flushed by begin_nested), then the row is
+    deleted and a new one with the old size added under its key. The net change of size is
+    none; the first update's value (5) must not stand in for the re-added row's."""
+    signalbus.bind(File, "update", "co_file_sized", fields=["size"])
+    runtime, got = run()
+    with runtime.session_factory() as s:
+        s.add(File(filename="a.csv", size=0))
+        s.commit()
+    got()
+    with runtime.session_factory() as s:
+        a = s.get(File, "a.csv")
+        s.expire(a)
+        a.size = 5
+        s.begin_nested()  # flushes the update in the outer transaction
+        s.delete(a)
+        s.flush()
+        s.add(File(filename="a.csv", size=0))
+        s.commit()
+    assert got() == []

@@ -138,6 +138,11 @@ def merge(prev: RowChange, nxt: RowChange) -> RowChange | None:
             return RowChange(nxt.cls, prev.origin, prev.origin, "delete", prev.origin[1],
                              data, raw, {}, prev.occurred_at, muted)
         raw = {**prev.raw, **nxt.raw}
+        for k in prev.raw:
+            # a value the later change did not read again is stale where the later
+            # change's data holds the attribute (a delete and re-insert in between)
+            if k not in nxt.raw and k in nxt.data:
+                del raw[k]
         old = dict(prev.old)
         for k, v in nxt.old.items():
             old.setdefault(k, v)
