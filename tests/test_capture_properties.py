@@ -48,7 +48,10 @@ from signalbus.bus import Runtime
 from signalbus.conditions import Condition
 from signalbus.events import normalise
 
-settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
+# ci: the same examples on every run (derandomize), so that `make test` is repeatable; the
+# nightly profile draws new ones, which is where new failures are found
+settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True,
+                          derandomize=True)
 settings.register_profile("nightly", max_examples=1500, deadline=None, print_blob=True)
 # a failure, reported as found: the shrinker replays sequences against the database
 settings.register_profile("noshrink", max_examples=200, deadline=None, print_blob=True,

@@ -123,7 +123,7 @@ def reset(engine: Engine) -> None:
 
 
 @pytest.mark.signalbus_receiver_errors("log")
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=steps, plan=plans)
 def test_the_outbox_rules_hold_for_any_program(runtime, engine, program, plan):
