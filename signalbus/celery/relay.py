@@ -37,11 +37,10 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import signal as signals_
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
@@ -49,6 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import BindingError, ConfigurationError
 from ..outbox import schema, sql
+from ..outbox.daemon import Stoppable, reconnect_delay
 from ..outbox.listen import Listener, open_listener
 from ..outbox.settings import OutboxSettings, engine_of, utcnow
 from ..redaction import redact
@@ -102,13 +102,15 @@ def backend_of(runtime: Runtime) -> CeleryOutbox:
     return backend
 
 
-class Relay:
+class Relay(Stoppable):
     """Hands the outbox of one runtime (one app) over to Celery.
 
     ``celery`` defaults to the Celery app :func:`signalbus.celery.init_celery` gave the
     runtime. ``batch``, ``poll`` and ``lease`` (the hand-over lease) override
     ``SIGNALBUS_OUTBOX_BATCH``, ``SIGNALBUS_OUTBOX_POLL`` and ``SIGNALBUS_CELERY_LEASE``.
     """
+
+    kind = "relay"
 
     def __init__(self, runtime: Runtime, *, celery: Any = None, engine: Engine | None = None,
                  name: str | None = None, listen: bool = True,
@@ -136,21 +138,12 @@ class Relay:
         self.listen = listen and self.postgres
         self.handle_signals = handle_signals
         self.stats = RelayStats()
-        self._stop = threading.Event()
-        self._wake: tuple[socket.socket, socket.socket] | None = None
+        Stoppable.__init__(self)
         self._conn: Connection | None = None
         self._senders: dict[str, Any] = {}
         self._full = False
 
     # control ------------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Ask the relay to stop after the current round (thread- and signal-safe)."""
-        self._stop.set()
-        wake = self._wake
-        if wake is not None:
-            with contextlib.suppress(OSError):
-                wake[1].send(b"x")
 
     def run(self, *, once: bool = False) -> RelayStats:
         """Hand over until stopped (or, with ``once``, until nothing is due); the counts."""
@@ -164,9 +157,7 @@ class Relay:
             with self.engine.connect() as conn:
                 schema.check(conn)
             if self.listen and not once:
-                self._wake = socket.socketpair()
-                for sock in self._wake:
-                    sock.setblocking(False)
+                self._open_wake()
                 listener = open_listener(self.engine, self.settings.channel)
             while not self._stop.is_set():
                 if listener is not None:
@@ -182,7 +173,7 @@ class Relay:
                     else:
                         self.stats.db_errors += 1
                         self._drop_connection()
-                    wait = min(30.0, max(self.settings.poll, 0.05) * 2 ** min(failures - 1, 10))
+                    wait = reconnect_delay(self.settings.poll, failures)
                     log.error("signalbus relay %s: %s (attempt %d), retrying in %.1fs",
                               self.name, redact(str(exc)), failures, wait)
                     self._stop.wait(wait)
@@ -202,31 +193,11 @@ class Relay:
         finally:
             if listener is not None:
                 listener.close()
-            if self._wake is not None:
-                for sock in self._wake:
-                    sock.close()
-                self._wake = None
+            self._close_wake()
             if restore is not None:
                 restore()
             self._drop_connection()
         return self.stats
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop.is_set():
-                raise KeyboardInterrupt
-            self.stop()
-
-        for signum in (signals_.SIGTERM, signals_.SIGINT):
-            previous[signum] = signals_.signal(signum, handler)
-
-        def restore() -> None:
-            for signum, old in previous.items():
-                signals_.signal(signum, old)
-
-        return restore
 
     # the database ----------------------------------------------------------------------------
 

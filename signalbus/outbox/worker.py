@@ -44,7 +44,6 @@ import datetime as dt
 import logging
 import math
 import os
-import signal as signals_
 import socket
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from ..errors import ConfigurationError
 from ..events import Event
 from ..redaction import describe_error, redact
 from . import retry, schema, sql
+from .daemon import Stoppable, reconnect_delay
 from .listen import Listener, open_listener
 from .settings import OutboxSettings, engine_of, utcnow
 
@@ -130,7 +130,7 @@ class _Job:
     event_id: str = ""
 
 
-class Worker:
+class Worker(Stoppable):
     """Delivers the outbox of one runtime (one app).
 
     ``runtime`` is the app's :class:`signalbus.runtime.Runtime` (``bus.runtime(app)``, or
@@ -142,6 +142,8 @@ class Worker:
     when running in the main thread) installs the SIGTERM/SIGINT handlers for the
     duration of :meth:`run`. Use :meth:`stop` to stop a worker from another thread.
     """
+
+    kind = "worker"
 
     def __init__(
         self,
@@ -180,8 +182,7 @@ class Worker:
         self.listen = listen and self.postgres
         self.handle_signals = handle_signals
         self.stats = WorkerStats()
-        self._stop = threading.Event()
-        self._wake: tuple[socket.socket, socket.socket] | None = None
+        Stoppable.__init__(self)
         self._conn: Connection | None = None
         self._auto: Connection | None = None
         self._lost_connection = False
@@ -205,14 +206,6 @@ class Worker:
 
     # control ----------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Ask the worker to stop after the current delivery (thread- and signal-safe)."""
-        self._stop.set()
-        wake = self._wake
-        if wake is not None:
-            with contextlib.suppress(OSError):
-                wake[1].send(b"x")
-
     @property
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called (or a SIGTERM/SIGINT received)."""
@@ -223,7 +216,8 @@ class Worker:
         handle = self.handle_signals
         if handle is None:
             handle = threading.current_thread() is threading.main_thread()
-        restore = self._install_signal_handlers() if handle else None
+        restore = (self._install_signal_handlers("the current delivery") if handle
+                   else None)
         listener: Listener | None = None
         failures = 0
         try:
@@ -232,9 +226,7 @@ class Worker:
             if self.postgres:
                 self._ticker = _Ticker(self)
             if self.listen and not once:
-                self._wake = socket.socketpair()
-                for sock in self._wake:
-                    sock.setblocking(False)
+                self._open_wake()
                 listener = open_listener(self.engine, self.settings.channel)
             while not self._stop.is_set():
                 if self.heartbeat is not None:
@@ -276,17 +268,14 @@ class Worker:
                 self._ticker = None
             if listener is not None:
                 listener.close()
-            if self._wake is not None:
-                for sock in self._wake:
-                    sock.close()
-                self._wake = None
+            self._close_wake()
             if restore is not None:
                 restore()
             self._close_connections()
         return self.stats
 
     def _reconnect_delay(self, attempt: int) -> float:
-        return float(min(30.0, max(self.settings.poll, 0.05) * 2 ** min(attempt - 1, 10)))
+        return reconnect_delay(self.settings.poll, attempt)
 
     def _wait_for_database(self, once: bool) -> bool:
         """Check the schema, waiting for the database with backoff while it is down
@@ -306,25 +295,6 @@ class Worker:
                             "in %.1fs: %s", self.name, attempt, wait, redact(str(exc)))
                 if self._stop.wait(wait):
                     return False
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop.is_set():
-                raise KeyboardInterrupt  # a second signal: stop now
-            log.info("signalbus worker %s: %s received; finishing the current delivery",
-                     self.name, signals_.Signals(signum).name)
-            self.stop()
-
-        for signum in (signals_.SIGTERM, signals_.SIGINT):
-            previous[signum] = signals_.signal(signum, handler)
-
-        def restore() -> None:
-            for signum, old in previous.items():
-                signals_.signal(signum, old)
-
-        return restore
 
     # connections --------------------------------------------------------------------------
 
