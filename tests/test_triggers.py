@@ -39,6 +39,7 @@ from signalbus.outbox import changes as outbox_changes
 from signalbus.outbox.worker import Worker
 from tests.conftest import Recorder
 
+
 class Base(DeclarativeBase):
     pass
 
@@ -48,8 +49,8 @@ class Account(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(200))
     plan: Mapped[str] = mapped_column(String(20), default="free", server_default="free")
-    balance: Mapped[decimal.Decimal] = mapped_column(Numeric(10, 2), default=decimal.Decimal("0.00"),
-                                                     server_default="0")
+    balance: Mapped[decimal.Decimal] = mapped_column(
+        Numeric(10, 2), default=decimal.Decimal("0.00"), server_default="0")
     password_hash: Mapped[str | None] = mapped_column(String(200))
     seen_at: Mapped[dt.datetime | None] = mapped_column("seen", DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True),
