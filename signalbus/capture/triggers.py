@@ -393,12 +393,14 @@ def install(conn: Connection, found: Sequence[TriggerTable]) -> None:
 def uninstall(conn: Connection, found: Sequence[TriggerTable], *,
               unbound: bool = True) -> list[str]:
     """Remove the capture of ``found`` and (``unbound``) every other signalbus capture
-    the database has; the ``schema.table`` names it removed."""
-    statements = uninstall_sql(found)
-    removed = [t.key for t in found]
+    the database has; the ``schema.table`` names whose capture was there."""
+    have = _installed(conn)
+    present = [t for t in found if t.key in have]
+    statements = uninstall_sql(present)
+    removed = [t.key for t in present]
     if unbound:
         wanted = {t.key for t in found}
-        for key, entry in _installed(conn).items():
+        for key, entry in have.items():
             if key not in wanted:
                 schema, name = entry["table"]
                 fschema, fname = entry["function"]
