@@ -6,8 +6,8 @@ events as ORM capture, through the outbox, exactly once.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import decimal
+import json
 import os
 import subprocess
 import sys

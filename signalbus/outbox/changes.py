@@ -36,26 +36,33 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper
 
 from ..capture.build import new_ids, row_events
 from ..capture.frames import Frame, RowChange, same
 from ..capture.listeners import _normalised
 from ..capture.plans import plans
-from ..capture.triggers import TriggerTable, quote, tables, trigger_bindings
+from ..capture.triggers import (
+    TriggerTable,
+    install,
+    quote,
+    tables,
+    trigger_bindings,
+    uninstall,
+)
 from ..errors import SignalBusError, UnserialisableValue
 from ..events import EMPTY, FrozenDict, Outgoing, freeze
 from ..redaction import redact
 from . import sql
 from .schema import changes
-from .settings import OutboxSettings
+from .settings import OutboxSettings, engine_of
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
     from .store import Outbox
 
-__all__ = ["Converter", "trigger_tables"]
+__all__ = ["Converter", "install_triggers", "trigger_tables", "uninstall_triggers"]
 
 log = logging.getLogger("signalbus.outbox")
 
@@ -71,6 +78,24 @@ def trigger_tables(runtime: Runtime, conn: Connection) -> list[TriggerTable]:
     return tables(runtime.redact, default_schema=default_schema,
                   changes_table=f"{quote(changes_schema)}.{quote(changes.name)}",
                   channel=settings.channel)
+
+
+def install_triggers(runtime: Runtime, engine: Engine | None = None) -> list[str]:
+    """Install (or replace) the capture triggers of ``runtime``'s ``capture="trigger"``
+    models (``runtime``: ``bus.runtime(app)``, or ``bus.runtime()`` for plain SQLAlchemy);
+    the ``schema.table`` names. In production, prefer a migration with the DDL of
+    ``signalbus triggers sql``."""
+    with (engine or engine_of(runtime)).begin() as conn:
+        found = trigger_tables(runtime, conn)
+        install(conn, found)
+    return [t.key for t in found]
+
+
+def uninstall_triggers(runtime: Runtime, engine: Engine | None = None) -> list[str]:
+    """Remove every signalbus capture trigger of the database (bound tables and tables no
+    binding claims any more); the ``schema.table`` names whose triggers were there."""
+    with (engine or engine_of(runtime)).begin() as conn:
+        return uninstall(conn, trigger_tables(runtime, conn))
 
 
 class _Failed(SignalBusError):
