@@ -515,3 +515,11 @@ def test_failed_changes_are_reported_and_retried_from_the_cli(bus, engine, recor
         "1 captured changes will be turned into events again.")
     drain(bus)
     assert [e.pk for e in recorder.of("account_created")] == [1]
+
+
+def test_an_inline_app_warns_that_it_does_not_deliver_trigger_captured_changes(factory, caplog):
+    bind_accounts()
+    with caplog.at_level("WARNING", logger="signalbus"):
+        signalbus.SignalBus().attach(factory, plugins=False)
+    assert "SIGNALBUS_DELIVERY='inline' does not deliver" in caplog.text
+    assert "capture='trigger'" in caplog.text
