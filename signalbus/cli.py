@@ -595,16 +595,22 @@ def triggers_install_command(app_import: str | None) -> None:
 @triggers_group.command("uninstall", with_appcontext=False)
 @click.option("--keep-unbound", is_flag=True,
               help="Only the bound tables' triggers; keep those no binding claims.")
+@click.option("--discard", is_flag=True,
+              help="Delete captured changes no worker has turned into events yet (without "
+                   "it, uninstall refuses while there are any).")
 @_app_option
-def triggers_uninstall_command(keep_unbound: bool, app_import: str | None) -> None:
-    """Remove the capture triggers (of bound tables, and those no binding claims)."""
+def triggers_uninstall_command(keep_unbound: bool, discard: bool,
+                               app_import: str | None) -> None:
+    """Remove the capture triggers and rows tables (of bound tables, and those no binding
+    claims)."""
     from .capture import triggers
 
     with _opened(app_import) as runtime, _engine(runtime).begin() as conn:
-        from .outbox.changes import trigger_tables
+        from .outbox.changes import changes_table, trigger_tables
 
         removed = triggers.uninstall(conn, trigger_tables(runtime, conn),
-                                     unbound=not keep_unbound)
+                                     changes_table=changes_table(conn),
+                                     unbound=not keep_unbound, discard=discard)
     for key in removed:
         _echo(f"removed the capture triggers of {key}")
     if not removed:

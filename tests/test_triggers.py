@@ -103,7 +103,8 @@ def engine() -> Iterator[Engine]:
     signalbus.outbox.create_all(eng)
     yield eng
     with eng.begin() as conn:
-        triggers.uninstall(conn, [])
+        triggers.uninstall(conn, [], changes_table=outbox_changes.changes_table(conn),
+                           discard=True)
     Base.metadata.drop_all(eng)
     signalbus.outbox.drop_all(eng)
     eng.dispose()
@@ -373,7 +374,9 @@ def test_redacted_columns_never_reach_the_outbox(bus, engine, recorder):
     psql("UPDATE sb_accounts SET password_hash = 'n3w-s3cret'")
     with engine.connect() as conn:
         stored = " ".join(str(r) for r in conn.execute(select(signalbus.outbox.schema.changes)))
-    assert "s3cret" not in stored
+        stored += " ".join(str(r) for r in conn.execute(text(
+            "SELECT * FROM signalbus_rows_sb_accounts")))
+    assert "s3cret" not in stored and "password_hash" not in stored
     drain(bus)
     (event,) = recorder.of("account_changed")  # a redacted column changed: it fires,
     assert event.changes == {}                 # without showing the change
@@ -387,14 +390,18 @@ def test_install_and_uninstall_are_idempotent_and_leave_nothing(bus, engine):
     with engine.connect() as conn:
         assert [s.state for s in triggers.status(conn, found)] == ["installed"]
     with engine.begin() as conn:
-        assert triggers.uninstall(conn, found) == [f"{PG_SCHEMA}.sb_accounts"]
-        triggers.uninstall(conn, found)
+        where = outbox_changes.changes_table(conn)
+        assert triggers.uninstall(conn, found, changes_table=where) == [
+            f"{PG_SCHEMA}.sb_accounts"]
+        assert triggers.uninstall(conn, found, changes_table=where) == []
     with engine.connect() as conn:
         assert [s.state for s in triggers.status(conn, found)] == ["missing"]
         left = conn.execute(text(
             "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'signalbus%' "
-            "UNION ALL SELECT count(*) FROM pg_proc WHERE proname LIKE 'signalbus%'")).scalars()
-        assert list(left) == [0, 0]
+            "UNION ALL SELECT count(*) FROM pg_proc WHERE proname LIKE 'signalbus%' "
+            "UNION ALL SELECT count(*) FROM pg_class WHERE relname LIKE 'signalbus_rows%'"
+        )).scalars()
+        assert list(left) == [0, 0, 0]
     psql("INSERT INTO sb_accounts (id, email) VALUES (1, 'a@x.org')")
     assert changes_left(engine) == []
 
@@ -523,3 +530,32 @@ def test_an_inline_app_warns_that_it_does_not_deliver_trigger_captured_changes(f
         signalbus.SignalBus().attach(factory, plugins=False)
     assert "SIGNALBUS_DELIVERY='inline' does not deliver" in caplog.text
     assert "capture='trigger'" in caplog.text
+
+
+def test_captured_changes_are_never_dropped_by_uninstall_or_reinstall(bus, engine, recorder):
+    CURRENT["bus"] = bus
+    bind_accounts()
+    install(bus, engine)
+    psql("INSERT INTO sb_accounts (id, email) VALUES (1, 'a@x.org')")
+    refused = cli("triggers", "uninstall", code=1)
+    assert "no worker has turned into events yet" in refused
+    assert "signalbus triggers uninstall --discard" in refused
+    saved = signalbus.bindings.registry.snapshot()
+    signalbus.bindings.registry.restore([])
+    signalbus.bind(Account, "update", "account_changed", capture="trigger", fields=["plan"])
+    assert "then install again" in cli("triggers", "install", code=1)  # another definition
+    new = signalbus.bindings.registry.snapshot()
+    signalbus.bindings.registry.restore(saved)
+    drain(bus)  # the waiting change goes out with the bindings it was captured for
+    assert [e.pk for e in recorder.of("account_created")] == [1]
+    signalbus.bindings.registry.restore(new)
+    cli("triggers", "install")  # nothing waits: the rows table is replaced
+    with engine.connect() as conn:
+        columns = [c["name"] for c in inspect(conn).get_columns("signalbus_rows_sb_accounts")]
+    assert columns == ["change_id", "side", "id", "plan"]
+    with engine.connect() as conn:
+        found = outbox_changes.trigger_tables(bus.runtime(), conn)
+        assert [s.state for s in triggers.status(conn, found)] == ["installed"]
+    psql("UPDATE sb_accounts SET plan = 'pro'")
+    assert "removed the capture triggers" in cli("triggers", "uninstall", "--discard")
+    assert changes_left(engine) == []

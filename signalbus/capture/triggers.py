@@ -1,29 +1,34 @@
 """Trigger capture (PostgreSQL): the database captures a table's changes, whoever makes them.
 
 A model bound with ``bind(..., capture="trigger")`` gets three statement-level triggers
-(``AFTER INSERT``/``UPDATE``/``DELETE ... REFERENCING ... TABLE ... FOR EACH STATEMENT``)
-and one PL/pgSQL function, generated here from its bindings. Each statement that changes
-rows writes **one** row into ``signalbus_outbox_changes`` inside the writer's transaction:
-the captured columns of the rows before (``old_rows``) and after (``new_rows``) as JSON
-arrays, the transaction id, the writer's ``signalbus.context`` setting, and sends a
-``NOTIFY`` on the outbox channel. A worker turns those rows into events
+(``AFTER INSERT``/``UPDATE``/``DELETE ... REFERENCING ... TABLE ... FOR EACH STATEMENT``),
+one PL/pgSQL function and one **rows table** (``signalbus_rows_<table>``, next to the
+table, with the captured columns in the table's own types), generated here from its
+bindings. Each statement that changes rows, inside the writer's transaction, writes one
+header row into ``signalbus_outbox_changes`` (transaction id, table, op, the writer's
+``signalbus.context`` setting) and copies the captured columns of the transition tables
+into the rows table with one ``INSERT ... SELECT`` per side (old, new), then sends a
+``NOTIFY`` on the outbox channel. A worker turns them into events
 (:mod:`signalbus.outbox.changes`).
 
-Why statement-level triggers writing one JSON row per statement (measured side by side,
-docs/delivery.md "Trigger capture"): a row-level trigger runs its function and writes one
-outbox row per changed row — 6× the floor for a 10,000-row ``UPDATE`` —, where a
-statement-level trigger aggregates the transition tables in one ``INSERT ... SELECT``.
-``json`` (text) aggregation costs about 40% less than ``jsonb``.
+Why this shape (``python -m benchmarks.trigger_shapes``, side by side against a table
+without a trigger): a row-level trigger runs its function and writes one row per changed
+row (6.6× the floor for a 10,000-row ``UPDATE``); a statement-level trigger aggregating
+the rows into one JSON value per statement pays for building the JSON (2.6×, ``jsonb``
+6.2×); copying the transition tables into a typed table of the same columns is a plain
+heap insert (1.45×), and the worker reads the values back already typed.
 
 Only the columns the bindings need are stored: the payload columns, the columns that
 ``when=`` conditions read, the primary key and the polymorphic discriminator. A redacted
 column that only decides whether an update binding fires is stored as an ``md5`` digest
 (under ``"~name"``), never as its value.
 
-The generated DDL is idempotent (``CREATE OR REPLACE FUNCTION``, ``DROP TRIGGER IF
-EXISTS`` then ``CREATE TRIGGER``) and versioned: the function's comment records
-:data:`VERSION` and a fingerprint of the definition, which :func:`status` compares with
-the bindings to report drift.
+The generated DDL is idempotent (``CREATE TABLE IF NOT EXISTS``, ``CREATE OR REPLACE
+FUNCTION``, ``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``) and versioned: the
+function's and the rows table's comments record :data:`VERSION` and a fingerprint of the
+definition, which :func:`status` compares with the bindings to report drift. A rows table
+of another definition is replaced only while it is empty: the DDL refuses (and names the
+fix) rather than drop captured changes a worker has not turned into events yet.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ VERSION = 1
 
 TRIGGER_PREFIX = "signalbus_capture"
 """Names of the generated triggers (``signalbus_capture_insert`` ...) and functions."""
+ROWS_PREFIX = "signalbus_rows"
+"""Names of the generated rows tables (``signalbus_rows_<table>``)."""
 COMMENT_PREFIX = "signalbus trigger capture"
 CONTEXT_SETTING = "signalbus.context"
 """The transaction setting the triggers read ``event.context`` from (JSON text): set by
@@ -113,15 +120,20 @@ class TriggerTable:
     @property
     def function(self) -> str:
         """The trigger function's name (unquoted, at most 63 characters)."""
-        name = f"{TRIGGER_PREFIX}_{self.name}"
-        if len(name) > 63:
-            digest = hashlib.sha256(self.name.encode()).hexdigest()[:10]
-            name = f"{name[:52]}_{digest}"
-        return name
+        return _name(TRIGGER_PREFIX, self.name)
 
     @property
     def qualified_function(self) -> str:
         return f"{quote(self.schema)}.{quote(self.function)}"
+
+    @property
+    def rows_table(self) -> str:
+        """The rows table's name (unquoted)."""
+        return _name(ROWS_PREFIX, self.name)
+
+    @property
+    def qualified_rows(self) -> str:
+        return f"{quote(self.schema)}.{quote(self.rows_table)}"
 
     def table(self) -> Table:
         """The SQLAlchemy table (for typed reads of stored rows)."""
@@ -137,42 +149,83 @@ class TriggerTable:
 
     def _select(self, alias: str) -> str:
         parts = [f"{alias}.{quote(c)}" for c, _k in self.columns]
-        parts += [f"md5({alias}.{quote(c)}::text) AS {quote('~' + c)}" for c, _k in self.hidden]
+        parts += [f"md5({alias}.{quote(c)}::text)" for c, _k in self.hidden]
         return ", ".join(parts)
+
+    @property
+    def stored(self) -> list[str]:
+        """The rows table's columns after ``change_id`` and ``side``, in order."""
+        return [c for c, _k in self.columns] + [f"~{c}" for c, _k in self.hidden]
 
     def function_body(self) -> str:
         """The ``CREATE OR REPLACE FUNCTION`` statement."""
-        source = literal(self.key)
         ctx = f"nullif(current_setting({literal(CONTEXT_SETTING)}, true), '')::json"
-        new = f"(SELECT json_agg(r) FROM (SELECT {self._select('n')} FROM signalbus_new n) r)"
-        old = f"(SELECT json_agg(r) FROM (SELECT {self._select('o')} FROM signalbus_old o) r)"
-        head = (f"INSERT INTO {self.changes_table} "
-                "(txid, source_table, op, old_rows, new_rows, context, created_at)\n      SELECT "
-                f"txid_current(), {source}, ")
+        columns = ", ".join(quote(c) for c in ["change_id", "side", *self.stored])
+
+        def header(op: str) -> str:
+            return (f"INSERT INTO {self.changes_table} (txid, source_table, op, context, "
+                    f"created_at)\n      VALUES (txid_current(), {literal(self.key)}, "
+                    f"{literal(op)}, {ctx}, statement_timestamp()) RETURNING id INTO change;")
+
+        def copy(side: int, table: str, alias: str) -> str:
+            return (f"INSERT INTO {self.qualified_rows} ({columns})\n      SELECT change, "
+                    f"{side}, {self._select(alias)} FROM {table} {alias};")
+
         return f"""CREATE OR REPLACE FUNCTION {self.qualified_function}() RETURNS trigger
 LANGUAGE plpgsql AS $signalbus$
+DECLARE
+  change bigint;
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    {head}'insert', NULL, {new}, {ctx}, statement_timestamp()
-      WHERE EXISTS (SELECT 1 FROM signalbus_new);
+    IF NOT EXISTS (SELECT 1 FROM signalbus_new) THEN RETURN NULL; END IF;
+    {header('insert')}
+    {copy(1, 'signalbus_new', 'n')}
   ELSIF TG_OP = 'UPDATE' THEN
-    {head}'update', {old}, {new}, {ctx}, statement_timestamp()
-      WHERE EXISTS (SELECT 1 FROM signalbus_new);
+    IF NOT EXISTS (SELECT 1 FROM signalbus_new) THEN RETURN NULL; END IF;
+    {header('update')}
+    {copy(0, 'signalbus_old', 'o')}
+    {copy(1, 'signalbus_new', 'n')}
   ELSE
-    {head}'delete', {old}, NULL, {ctx}, statement_timestamp()
-      WHERE EXISTS (SELECT 1 FROM signalbus_old);
+    IF NOT EXISTS (SELECT 1 FROM signalbus_old) THEN RETURN NULL; END IF;
+    {header('delete')}
+    {copy(0, 'signalbus_old', 'o')}
   END IF;
-  IF FOUND THEN
-    PERFORM pg_notify({literal(self.channel)}, '');
-  END IF;
+  PERFORM pg_notify({literal(self.channel)}, '');
   RETURN NULL;
 END
 $signalbus$"""
 
+    def rows_sql(self) -> list[str]:
+        """Create the rows table (the table's own column types) unless it exists with
+        this definition; replace one of another definition only while it is empty."""
+        rows = self.qualified_rows
+        select = ", ".join(["NULL::bigint AS change_id", "NULL::smallint AS side",
+                            *(f"t.{quote(c)}" for c, _k in self.columns),
+                            *(f"md5(t.{quote(c)}::text) AS {quote('~' + c)}"
+                              for c, _k in self.hidden)])
+        guard = f"""DO $signalbus$
+BEGIN
+  IF to_regclass({literal(rows)}) IS NOT NULL
+     AND obj_description(to_regclass({literal(rows)}), 'pg_class')
+         IS DISTINCT FROM {literal(self.comment)} THEN
+    IF EXISTS (SELECT 1 FROM {rows}) THEN
+      RAISE EXCEPTION {literal(_WAITING + ", and its definition changes")},
+        {literal(rows)}, {literal(self.key)}
+        USING HINT = {literal(_RUN_WORKER + ", then install again.")};
+    END IF;
+    DROP TABLE {rows};
+  END IF;
+END
+$signalbus$"""
+        return [guard,
+                f"CREATE TABLE IF NOT EXISTS {rows} AS SELECT {select} FROM {self.qualified} t "
+                "WITH NO DATA",
+                f"COMMENT ON TABLE {rows} IS {literal(self.comment)}"]
+
     @property
     def fingerprint(self) -> str:
         """A digest of the definition: differs whenever the generated DDL would."""
-        body = f"v{VERSION}\n{self.function_body()}"
+        body = f"v{VERSION}\n{self.function_body()}\n{self.stored}"
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     @property
@@ -181,7 +234,7 @@ $signalbus$"""
 
     def install_sql(self) -> list[str]:
         """The statements that install (or replace) this table's capture."""
-        out = [self.function_body(),
+        out = [*self.rows_sql(), self.function_body(),
                f"COMMENT ON FUNCTION {self.qualified_function}() IS {literal(self.comment)}"]
         for op, event, referencing in _OPS:
             trigger = quote(f"{TRIGGER_PREFIX}_{op}")
@@ -192,14 +245,43 @@ $signalbus$"""
         return out
 
     def uninstall_sql(self) -> list[str]:
-        """The statements that remove this table's capture."""
-        return _drop_sql(self.qualified, self.qualified_function)
+        """The statements that remove this table's capture (refused while captured
+        changes wait in its rows table)."""
+        return _drop_sql(self.qualified, self.qualified_function, self.qualified_rows,
+                         self.key)
 
 
-def _drop_sql(table: str, function: str) -> list[str]:
-    out = [f"DROP TRIGGER IF EXISTS {quote(f'{TRIGGER_PREFIX}_{op}')} ON {table}"
-           for op, _e, _r in _OPS]
+_WAITING = ("signalbus: % holds captured changes of % that no worker has turned into events "
+            "yet")
+_RUN_WORKER = 'Run the worker until "signalbus triggers status" shows no change waiting'
+_OR_DISCARD = ', or discard them with "signalbus triggers uninstall --discard".'
+
+
+def _name(prefix: str, table: str) -> str:
+    """``prefix_table``, at most 63 characters (a digest replaces the end of long names)."""
+    name = f"{prefix}_{table}"
+    if len(name) > 63:
+        digest = hashlib.sha256(table.encode()).hexdigest()[:10]
+        name = f"{name[:52]}_{digest}"
+    return name
+
+
+def _drop_sql(table: str | None, function: str, rows: str, key: str) -> list[str]:
+    out = [f"""DO $signalbus$
+BEGIN
+  IF to_regclass({literal(rows)}) IS NOT NULL THEN
+    IF EXISTS (SELECT 1 FROM {rows}) THEN
+      RAISE EXCEPTION {literal(_WAITING)}, {literal(rows)}, {literal(key)}
+        USING HINT = {literal(_RUN_WORKER + _OR_DISCARD)};
+    END IF;
+  END IF;
+END
+$signalbus$"""]
+    if table is not None:
+        out += [f"DROP TRIGGER IF EXISTS {quote(f'{TRIGGER_PREFIX}_{op}')} ON {table}"
+                for op, _e, _r in _OPS]
     out.append(f"DROP FUNCTION IF EXISTS {function}()")
+    out.append(f"DROP TABLE IF EXISTS {rows}")
     return out
 
 
@@ -341,6 +423,12 @@ FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE obj_description(p.oid, 'pg_proc') LIKE '{COMMENT_PREFIX} %'
 """)
 
+_ROWS = text(f"""
+SELECT n.nspname, c.relname, obj_description(c.oid, 'pg_class') AS comment
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relname LIKE '{ROWS_PREFIX}\\_%'
+""")
+
 _COMMENT = re.compile(rf"^{COMMENT_PREFIX} v(\d+) (\S+) ([0-9a-f]+)$")
 
 
@@ -368,6 +456,7 @@ def status(conn: Connection, found: Sequence[TriggerTable]) -> list[TriggerStatu
     have = _installed(conn)
     out = []
     wanted = {t.key: t for t in found}
+    rows_comments = {(row[0], row[1]): row[2] for row in conn.execute(_ROWS)}
     full = {f"{TRIGGER_PREFIX}_{op}" for op, _e, _r in _OPS}
     for key, t in wanted.items():
         entry = have.get(key)
@@ -375,7 +464,8 @@ def status(conn: Connection, found: Sequence[TriggerTable]) -> list[TriggerStatu
             out.append(TriggerStatus(key, "missing", None, ()))
             continue
         ok = entry["comment"] == t.comment and set(entry["triggers"]) == full \
-            and entry["function"] == (t.schema, t.function)
+            and entry["function"] == (t.schema, t.function) \
+            and rows_comments.get((t.schema, t.rows_table)) == t.comment
         out.append(TriggerStatus(key, "installed" if ok else "differs", entry["comment"],
                                  tuple(entry["triggers"])))
     for key, entry in sorted(have.items()):
@@ -390,26 +480,36 @@ def install(conn: Connection, found: Sequence[TriggerTable]) -> None:
         conn.exec_driver_sql(stmt.replace("%", "%%"))
 
 
-def uninstall(conn: Connection, found: Sequence[TriggerTable], *,
-              unbound: bool = True) -> list[str]:
-    """Remove the capture of ``found`` and (``unbound``) every other signalbus capture
-    the database has; the ``schema.table`` names whose capture was there."""
+def uninstall(conn: Connection, found: Sequence[TriggerTable], *, changes_table: str,
+              unbound: bool = True, discard: bool = False) -> list[str]:
+    """Remove the capture of ``found`` and (``unbound``) every other signalbus capture the
+    database has; the ``schema.table`` names whose capture was there.
+
+    Refused (a database error naming the fix) while captured changes of a table wait to
+    be turned into events, unless ``discard``: then they are deleted first.
+    """
     have = _installed(conn)
-    present = [t for t in found if t.key in have]
-    statements = uninstall_sql(present)
-    removed = [t.key for t in present]
+    targets: list[tuple[str, str | None, str, str]] = []  # key, table, function, rows
+    wanted = {t.key for t in found}
+    for t in found:
+        if t.key in have:
+            targets.append((t.key, t.qualified, t.qualified_function, t.qualified_rows))
     if unbound:
-        wanted = {t.key for t in found}
         for key, entry in have.items():
-            if key not in wanted:
-                schema, name = entry["table"]
-                fschema, fname = entry["function"]
-                function = f"{quote(fschema)}.{quote(fname)}"
-                if entry["triggers"]:
-                    statements += _drop_sql(f"{quote(schema)}.{quote(name)}", function)
-                else:  # the table is gone (and its triggers with it)
-                    statements.append(f"DROP FUNCTION IF EXISTS {function}()")
-                removed.append(key)
-    for stmt in statements:
-        conn.exec_driver_sql(stmt.replace("%", "%%"))
-    return removed
+            if key in wanted:
+                continue
+            schema, name = entry["table"]
+            fschema, fname = entry["function"]
+            table = f"{quote(schema)}.{quote(name)}" if entry["triggers"] else None
+            targets.append((key, table, f"{quote(fschema)}.{quote(fname)}",
+                            f"{quote(schema)}.{quote(_name(ROWS_PREFIX, name))}"))
+    for key, table, function, rows in targets:
+        if discard:
+            conn.exec_driver_sql(
+                f"DO $signalbus$ BEGIN IF to_regclass({literal(rows)}) IS NOT NULL THEN "
+                f"DELETE FROM {rows}; END IF; END $signalbus$")
+            conn.exec_driver_sql(f"DELETE FROM {changes_table} WHERE source_table = "
+                                 f"{literal(key)}")
+        for stmt in _drop_sql(table, function, rows, key):
+            conn.exec_driver_sql(stmt.replace("%", "%%"))
+    return [key for key, *_rest in targets]

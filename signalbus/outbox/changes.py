@@ -9,11 +9,10 @@ each claim; in one transaction it:
    time, the others go on delivering;
 2. reads the change rows of the oldest transactions (every statement of a writer's
    transaction is read together: its changes coalesce);
-3. reads the stored rows back **typed**: ``json_populate_record`` against the table's own
-   row type, through the model's SQLAlchemy column types, so a value is the Python value
-   the ORM would have loaded (a ``numeric`` a ``Decimal``, a ``timestamptz`` an aware
-   ``datetime``, an enum column the enum), then normalised by the same rules as ORM
-   capture;
+3. reads their rows from the tables' rows tables (the table's own column types) through
+   the model's SQLAlchemy column types, so a value is the Python value the ORM would have
+   loaded (a ``numeric`` a ``Decimal``, a ``timestamptz`` an aware ``datetime``, an enum
+   column the enum), then normalised by the same rules as ORM capture;
 4. pairs the old and new rows of each statement by primary key, coalesces the changes of
    each transaction with the same rules as ORM capture (:mod:`signalbus.capture.frames`),
    builds the events of the bindings (:mod:`signalbus.capture.build`, ``source="trigger"``,
@@ -72,12 +71,10 @@ LIMIT = 500
 
 def trigger_tables(runtime: Runtime, conn: Connection) -> list[TriggerTable]:
     """The trigger-captured tables of ``runtime``'s app on the database of ``conn``."""
-    default_schema = conn.dialect.default_schema_name or "public"
     settings = OutboxSettings.from_config(runtime.config)
-    changes_schema = changes.schema or default_schema
-    return tables(runtime.redact, default_schema=default_schema,
-                  changes_table=f"{quote(changes_schema)}.{quote(changes.name)}",
-                  channel=settings.channel)
+    return tables(runtime.redact,
+                  default_schema=conn.dialect.default_schema_name or "public",
+                  changes_table=changes_table(conn), channel=settings.channel)
 
 
 def install_triggers(runtime: Runtime, engine: Engine | None = None) -> list[str]:
@@ -91,11 +88,22 @@ def install_triggers(runtime: Runtime, engine: Engine | None = None) -> list[str
     return [t.key for t in found]
 
 
-def uninstall_triggers(runtime: Runtime, engine: Engine | None = None) -> list[str]:
+def uninstall_triggers(runtime: Runtime, engine: Engine | None = None, *,
+                       discard: bool = False) -> list[str]:
     """Remove every signalbus capture trigger of the database (bound tables and tables no
-    binding claims any more); the ``schema.table`` names whose triggers were there."""
+    binding claims any more); the ``schema.table`` names whose triggers were there.
+
+    Refused while captured changes wait to be turned into events, unless ``discard``.
+    """
     with (engine or engine_of(runtime)).begin() as conn:
-        return uninstall(conn, trigger_tables(runtime, conn))
+        return uninstall(conn, trigger_tables(runtime, conn),
+                         changes_table=changes_table(conn), discard=discard)
+
+
+def changes_table(conn: Connection) -> str:
+    """The outbox changes table, schema-qualified and quoted, on ``conn``'s database."""
+    default_schema = conn.dialect.default_schema_name or "public"
+    return f"{quote(changes.schema or default_schema)}.{quote(changes.name)}"
 
 
 class _Failed(SignalBusError):
@@ -174,7 +182,7 @@ class Converter:
             for row in rows:
                 statement = by_id[row[0]]
                 values: tuple[Any, ...] = tuple(row)
-                (statement.new if values[1] else statement.old).append(values[3:])
+                (statement.new if values[1] else statement.old).append(values[2:])
         out: list[Outgoing] = []
         done: list[int] = []
         for txid_statements in _by_transaction(statements, failed):
@@ -188,6 +196,10 @@ class Converter:
         if out:
             self.backend.store(conn, out)
         if done:
+            finished = set(done)
+            for table_key in sorted({by_id[i].table for i in done}):
+                sql.delete_changed_rows(conn, found[table_key], [
+                    i for i in done if by_id[i].table == table_key and i in finished])
             sql.delete_changes(conn, done)
         for change_id, error in failed.items():
             log.error("signalbus: captured change %d of %s kept: %s", change_id,

@@ -13,13 +13,15 @@
   (``delivered``); a receiver whose earlier event of the same row is still being
   retried (queued behind it, so that order per row is kept); a replay. The happy path
   writes none.
-* :data:`changes` (``signalbus_outbox_changes``) — row changes captured by the database
+* :data:`changes` (``signalbus_outbox_changes``) — statements captured by the database
   (``bind(..., capture="trigger")``, PostgreSQL): one row per statement, written by the
-  generated trigger in the writer's transaction, with the old and new rows it changed
-  (JSON arrays), the writer's transaction id and its ``signalbus.context``. A worker turns
-  the rows of each transaction into events (coalesced as ORM capture coalesces them) in
+  generated trigger in the writer's transaction, with the writer's transaction id and
+  its ``signalbus.context``; the rows the statement changed are in the table's own rows
+  table (``signalbus_rows_<table>``, generated with the triggers). A worker turns each
+  transaction's statements into events (coalesced as ORM capture coalesces them) in
   :data:`outbox` and deletes them, in one transaction (:mod:`signalbus.outbox.changes`);
-  a row it cannot turn into events keeps ``last_error`` and is left for the operator.
+  a statement it cannot turn into events keeps ``last_error`` and is left for the
+  operator.
 * :data:`schema_version` (``signalbus_outbox_schema``) — one row: :data:`SCHEMA_VERSION`.
   A worker or command pointed at a database with another version (or with the tables
   of an earlier signalbus) stops with a message naming the upgrade step
@@ -160,9 +162,7 @@ deliveries = Table(
 )
 """One row per (event, receiver) that is retried, dead, queued behind a retry, or replayed."""
 
-# PostgreSQL's json (text) rather than jsonb: the trigger builds and stores it without the
-# binary conversion, about 40% cheaper per row (docs/delivery.md, "Trigger capture")
-_Rows = JSON().with_variant(postgresql.JSON(), "postgresql")
+_Context = JSON().with_variant(postgresql.JSON(), "postgresql")
 
 changes = Table(
     "signalbus_outbox_changes",
@@ -173,18 +173,15 @@ changes = Table(
            comment="the writer's transaction id: its changes are coalesced together"),
     Column("source_table", String(255), nullable=False, comment="schema.table"),
     Column("op", String(8), nullable=False),
-    Column("old_rows", _Rows, nullable=True,
-           comment="updates and deletes: the rows before the statement (captured columns)"),
-    Column("new_rows", _Rows, nullable=True,
-           comment="inserts and updates: the rows after the statement (captured columns)"),
-    Column("context", _Rows, nullable=True, comment="the writer's signalbus.context"),
+    Column("context", _Context, nullable=True, comment="the writer's signalbus.context"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_error", Text, nullable=True,
            comment="why these changes could not be turned into events"),
     Index("ix_signalbus_outbox_changes_txid", "txid"),
     comment="signalbus outbox: row changes captured by database triggers",
 )
-"""One row per statement on a trigger-captured table, until a worker turns it into events."""
+"""One row per statement on a trigger-captured table (its rows are in the table's rows
+table), until a worker turns it into events."""
 
 schema_version = Table(
     "signalbus_outbox_schema",

@@ -50,6 +50,7 @@ __all__ = [
     "ack_deliveries",
     "changed_rows",
     "changes_summary",
+    "delete_changed_rows",
     "delete_changes",
     "fail_changes",
     "retry_changes",
@@ -881,35 +882,32 @@ def take_changes(conn: Connection, limit: int) -> list[Row[Any]]:
 
 
 def changed_rows(conn: Connection, table: Any, change_ids: Sequence[int]) -> list[Row[Any]]:
-    """The rows stored by the trigger of ``table`` (a
-    :class:`~signalbus.capture.triggers.TriggerTable`) in ``change_ids``, read back typed:
-    ``(change id, 0 for old / 1 for new, position, *stored columns, *digests)``.
-
-    ``json_populate_record`` against the table's row type gives each value the column's
-    database type; the model's SQLAlchemy types then make it the Python value the ORM
-    would have loaded.
-    """
+    """The rows captured by the triggers of ``table`` (a
+    :class:`~signalbus.capture.triggers.TriggerTable`) in ``change_ids``, typed by the
+    model's column types (the Python values the ORM would have loaded):
+    ``(change id, 0 for old / 1 for new, *stored columns, *digests)``."""
     from sqlalchemy import column, text
 
     from ..capture.triggers import quote
 
-    preparer = conn.dialect.identifier_preparer
-    changes_table = preparer.format_table(changes)
     stored = table.stored_columns()
-    names = [f"r.{quote(str(col.name))}" for col in stored]
-    names += [f"e.v ->> {_sql_string('~' + name)}" for name, _key in table.hidden]
+    names = ", ".join(f"r.{quote(name)}" for name in table.stored)
+    order = ", ".join(f"r.{quote(name)}" for name, key in table.columns if key in table.pk)
     stmt = text(f"""
-        SELECT c.id, s.side, e.ord, {', '.join(names)}
-        FROM {changes_table} c
-        CROSS JOIN LATERAL (VALUES (0, c.old_rows), (1, c.new_rows)) AS s(side, arr)
-        CROSS JOIN LATERAL json_array_elements(s.arr) WITH ORDINALITY AS e(v, ord)
-        CROSS JOIN LATERAL json_populate_record(NULL::{table.qualified}, e.v) AS r
-        WHERE c.id = ANY(:ids)
-        ORDER BY c.id, s.side, e.ord
+        SELECT r.change_id, r.side, {names} FROM {table.qualified_rows} r
+        WHERE r.change_id = ANY(:ids) ORDER BY r.change_id, r.side, {order}
     """).columns(column("signalbus_change_id", BigInteger), column("signalbus_side", Integer),
-                 column("signalbus_ord", BigInteger), *stored,
-                 *(column(f"signalbus_hidden_{i}", Text) for i in range(len(table.hidden))))
+                 *stored, *(column(f"signalbus_hidden_{i}", Text)
+                            for i in range(len(table.hidden))))
     return list(conn.execute(stmt, {"ids": list(change_ids)}))
+
+
+def delete_changed_rows(conn: Connection, table: Any, change_ids: Sequence[int]) -> None:
+    """Delete the rows of ``change_ids`` from ``table``'s rows table."""
+    from sqlalchemy import text
+
+    conn.execute(text(f"DELETE FROM {table.qualified_rows} WHERE change_id = ANY(:ids)"),
+                 {"ids": list(change_ids)})
 
 
 def _sql_string(value: str) -> str:
