@@ -45,15 +45,17 @@ def _ddl(shape: str, t: str) -> list[str]:
     if shape == "floor":
         return out
     if shape == "row":
-        one = "(SELECT json_agg(r) FROM (SELECT {cols}) r)"
+        old = f"(SELECT json_agg(r) FROM (SELECT {_cols('OLD')}) r)"
+        new = f"(SELECT json_agg(r) FROM (SELECT {_cols('NEW')}) r)"
+        into = "INSERT INTO changes_json (txid, op, old_rows, new_rows) VALUES (txid_current()"
         out.append(f"""CREATE FUNCTION {t}_f() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'DELETE' THEN
-    INSERT INTO changes_json (txid, op, old_rows) VALUES (txid_current(), 'delete', {one.format(cols=_cols('OLD'))});
+    {into}, 'delete', {old}, NULL);
   ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO changes_json (txid, op, old_rows, new_rows) VALUES (txid_current(), 'update', {one.format(cols=_cols('OLD'))}, {one.format(cols=_cols('NEW'))});
+    {into}, 'update', {old}, {new});
   ELSE
-    INSERT INTO changes_json (txid, op, new_rows) VALUES (txid_current(), 'insert', {one.format(cols=_cols('NEW'))});
+    {into}, 'insert', NULL, {new});
   END IF;
   RETURN NULL;
 END $$""")
@@ -61,15 +63,18 @@ END $$""")
                    f"FOR EACH ROW EXECUTE FUNCTION {t}_f()")
         return out
     if shape.startswith("stmt_shadow"):
-        cols = "id bigint, email text, name text, plan text, balance numeric(10,2), created_at timestamptz"
-        out.append(f"CREATE TABLE {t}_rows (change_id bigint NOT NULL, side smallint NOT NULL, {cols})")
+        cols = ("id bigint, email text, name text, plan text, balance numeric(10,2), "
+                "created_at timestamptz")
+        out.append(f"CREATE TABLE {t}_rows (change_id bigint NOT NULL, side smallint NOT NULL, "
+                   f"{cols})")
         if shape.endswith("_ix"):
             out.append(f"CREATE INDEX ON {t}_rows (change_id)")
-        ins = (f"INSERT INTO changes_json (txid, op) VALUES (txid_current(), 'insert') RETURNING id INTO cid; "
-               f"INSERT INTO {t}_rows SELECT cid, 1, {_cols('n')} FROM nt n;")
-        upd = (f"INSERT INTO changes_json (txid, op) VALUES (txid_current(), 'update') RETURNING id INTO cid; "
-               f"INSERT INTO {t}_rows SELECT cid, 0, {_cols('o')} FROM ot o; "
-               f"INSERT INTO {t}_rows SELECT cid, 1, {_cols('n')} FROM nt n;")
+        head = ("INSERT INTO changes_json (txid, op) VALUES (txid_current(), '{}') "
+                "RETURNING id INTO cid;")
+        new = f" INSERT INTO {t}_rows SELECT cid, 1, {_cols('n')} FROM nt n;"
+        old = f" INSERT INTO {t}_rows SELECT cid, 0, {_cols('o')} FROM ot o;"
+        ins = head.format("insert") + new
+        upd = head.format("update") + old + new
         out.append(f"CREATE FUNCTION {t}_i() RETURNS trigger LANGUAGE plpgsql AS "
                    f"$$ DECLARE cid bigint; BEGIN {ins} RETURN NULL; END $$")
         out.append(f"CREATE FUNCTION {t}_u() RETURNS trigger LANGUAGE plpgsql AS "
