@@ -14,8 +14,11 @@ Shapes: ``row`` — ``FOR EACH ROW``, one changes row per changed row; ``stmt_ro
 ``FOR EACH STATEMENT`` with transition tables, one changes row per changed row written by
 one ``INSERT ... SELECT``; ``stmt_jsonb`` / ``stmt_json`` — ``FOR EACH STATEMENT``, one
 changes row per statement holding the old and new rows as one ``jsonb`` / ``json`` array
-each (``stmt_json`` is what signalbus generates). Not part of ``make bench``: the choice
-is made, ``benchmarks/triggers.py`` measures the chosen shape in every run.
+each; ``stmt_table`` — ``FOR EACH STATEMENT``, one header row per statement and the rows
+copied into a typed table of the same columns (one ``INSERT ... SELECT`` per side: what
+signalbus generates); ``stmt_table_indexed`` — the same with an index on the rows table.
+Not part of ``make bench``: the choice is made, ``benchmarks/triggers.py`` measures the
+chosen shape in every run.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from .databases import postgres_url
 COLUMNS = ("id bigint PRIMARY KEY, email text NOT NULL, name text, plan text, "
            "balance numeric(10,2), created_at timestamptz DEFAULT now(), password text")
 CAPTURED = ("id", "email", "name", "plan", "balance", "created_at")
-SHAPES = ("floor", "row", "stmt_rows", "stmt_jsonb", "stmt_json", "stmt_shadow",
-          "stmt_shadow_ix")
+SHAPES = ("floor", "row", "stmt_rows", "stmt_jsonb", "stmt_json", "stmt_table",
+          "stmt_table_indexed")
 
 
 def _cols(alias: str) -> str:
@@ -62,7 +65,7 @@ END $$""")
         out.append(f"CREATE TRIGGER tr AFTER INSERT OR UPDATE OR DELETE ON {t} "
                    f"FOR EACH ROW EXECUTE FUNCTION {t}_f()")
         return out
-    if shape.startswith("stmt_shadow"):
+    if shape.startswith("stmt_table"):
         cols = ("id bigint, email text, name text, plan text, balance numeric(10,2), "
                 "created_at timestamptz")
         out.append(f"CREATE TABLE {t}_rows (change_id bigint NOT NULL, side smallint NOT NULL, "
@@ -159,8 +162,8 @@ def main() -> int:
                         c.execute(f"UPDATE {t} SET plan = CASE WHEN plan = 'free' THEN 'pro' "
                                   "ELSE 'free' END, balance = balance + 1")
                     times[shape]["update"].append(time.perf_counter() - started)
-                c.execute("TRUNCATE changes_json, changes_jsonb, t_stmt_shadow_rows, "
-                          "t_stmt_shadow_ix_rows")
+                c.execute("TRUNCATE changes_json, changes_jsonb, t_stmt_table_rows, "
+                          "t_stmt_table_indexed_rows")
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
