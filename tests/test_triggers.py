@@ -397,10 +397,14 @@ def test_install_and_uninstall_are_idempotent_and_leave_nothing(bus, engine):
     with engine.connect() as conn:
         assert [s.state for s in triggers.status(conn, found)] == ["missing"]
         left = conn.execute(text(
-            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'signalbus%' "
-            "UNION ALL SELECT count(*) FROM pg_proc WHERE proname LIKE 'signalbus%' "
-            "UNION ALL SELECT count(*) FROM pg_class WHERE relname LIKE 'signalbus_rows%'"
-        )).scalars()
+            "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "  JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "  WHERE t.tgname LIKE 'signalbus%' AND n.nspname = :s "
+            "UNION ALL SELECT count(*) FROM pg_proc p JOIN pg_namespace n "
+            "  ON n.oid = p.pronamespace WHERE p.proname LIKE 'signalbus%' AND n.nspname = :s "
+            "UNION ALL SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+            "  ON n.oid = c.relnamespace WHERE c.relname LIKE 'signalbus_rows%' "
+            "  AND n.nspname = :s"), {"s": PG_SCHEMA}).scalars()
         assert list(left) == [0, 0, 0]
     psql("INSERT INTO sb_accounts (id, email) VALUES (1, 'a@x.org')")
     assert changes_left(engine) == []

@@ -414,6 +414,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_proc p ON p.oid = t.tgfoid
 JOIN pg_namespace pn ON pn.oid = p.pronamespace
 WHERE NOT t.tgisinternal AND t.tgname LIKE '{TRIGGER_PREFIX}\\_%'
+  AND n.nspname = ANY(:schemas)
 ORDER BY 1, 2, 3
 """)
 
@@ -421,26 +422,36 @@ _FUNCTIONS = text(f"""
 SELECT n.nspname AS schema, p.proname AS function, obj_description(p.oid, 'pg_proc') AS comment
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE obj_description(p.oid, 'pg_proc') LIKE '{COMMENT_PREFIX} %'
+  AND n.nspname = ANY(:schemas)
 """)
 
 _ROWS = text(f"""
 SELECT n.nspname, c.relname, obj_description(c.oid, 'pg_class') AS comment
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relname LIKE '{ROWS_PREFIX}\\_%'
+WHERE c.relkind = 'r' AND c.relname LIKE '{ROWS_PREFIX}\\_%' AND n.nspname = ANY(:schemas)
 """)
 
 _COMMENT = re.compile(rf"^{COMMENT_PREFIX} v(\d+) (\S+) ([0-9a-f]+)$")
 
 
-def _installed(conn: Connection) -> dict[str, dict[str, Any]]:
-    """What the database has: per ``schema.table``, its signalbus triggers and function."""
+def _schemas(conn: Connection, found: Sequence[TriggerTable]) -> list[str]:
+    """The schemas an app's captures live in: its bound tables' and the default one (the
+    database may hold other apps' captures in other schemas: they are not this app's)."""
+    default = conn.dialect.default_schema_name or "public"
+    return sorted({default, *(t.schema for t in found)})
+
+
+def _installed(conn: Connection, schemas: list[str]) -> dict[str, dict[str, Any]]:
+    """What the database has in ``schemas``: per ``schema.table``, its signalbus triggers
+    and function."""
     out: dict[str, dict[str, Any]] = {}
-    for row in conn.execute(_INSTALLED):
+    params = {"schemas": schemas}
+    for row in conn.execute(_INSTALLED, params):
         entry = out.setdefault(f"{row.schema}.{row.name}", {
             "triggers": [], "comment": row.comment, "table": (row.schema, row.name),
             "function": (row.function_schema, row.function)})
         entry["triggers"].append(row.trigger)
-    for row in conn.execute(_FUNCTIONS):
+    for row in conn.execute(_FUNCTIONS, params):
         match = _COMMENT.match(row.comment or "")
         if match and match.group(2) not in out:
             schema, _, name = match.group(2).partition(".")
@@ -453,10 +464,12 @@ def _installed(conn: Connection) -> dict[str, dict[str, Any]]:
 def status(conn: Connection, found: Sequence[TriggerTable]) -> list[TriggerStatus]:
     """Each bound table's capture against the database's, and installed captures no
     binding wants any more."""
-    have = _installed(conn)
+    schemas = _schemas(conn, found)
+    have = _installed(conn, schemas)
     out = []
     wanted = {t.key: t for t in found}
-    rows_comments = {(row[0], row[1]): row[2] for row in conn.execute(_ROWS)}
+    rows_comments = {(row[0], row[1]): row[2]
+                     for row in conn.execute(_ROWS, {"schemas": schemas})}
     full = {f"{TRIGGER_PREFIX}_{op}" for op, _e, _r in _OPS}
     for key, t in wanted.items():
         entry = have.get(key)
@@ -488,7 +501,7 @@ def uninstall(conn: Connection, found: Sequence[TriggerTable], *, changes_table:
     Refused (a database error naming the fix) while captured changes of a table wait to
     be turned into events, unless ``discard``: then they are deleted first.
     """
-    have = _installed(conn)
+    have = _installed(conn, _schemas(conn, found))
     targets: list[tuple[str, str | None, str, str]] = []  # key, table, function, rows
     wanted = {t.key for t in found}
     for t in found:

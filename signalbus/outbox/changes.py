@@ -265,25 +265,32 @@ class Converter:
                 before = olds.pop(pk, None)
                 cls, row, digests = split(values)
                 if before is None:  # its key was changed by the statement: a new row
-                    out.append(self._change(cls, root, "insert", pk, row, {}, occurred))
+                    out.append(self._change(cls, root, "insert", pk, {**row, **digests}, {},
+                                            occurred))
                     continue
                 _cls, old_row, old_digests = split(before)
                 old = {k: v for k, v in old_row.items() if not same(v, row[k])}
                 for k, digest in digests.items():
+                    # a redacted column stored as a digest: its change is known, its value
+                    # never (the digests stand in for the values, and are never shown)
                     if digest != old_digests.get(k):
-                        old[k] = None  # a redacted column changed: its value is not stored
-                out.append(self._change(cls, root, "update", pk, row, old, occurred))
+                        old[k] = old_digests.get(k)
+                out.append(self._change(cls, root, "update", pk, {**row, **digests}, old,
+                                        occurred))
             for pk, values in olds.items():  # a key the statement changed: the old row
-                cls, row, _d = split(values)
-                out.append(self._change(cls, root, "delete", pk, row, {}, occurred))
+                cls, row, digests = split(values)
+                out.append(self._change(cls, root, "delete", pk, {**row, **digests}, {},
+                                        occurred))
         elif s.op == "insert":
             for values in s.new:
-                cls, row, _d = split(values)
-                out.append(self._change(cls, root, "insert", pk_of(values), row, {}, occurred))
+                cls, row, digests = split(values)
+                out.append(self._change(cls, root, "insert", pk_of(values), {**row, **digests},
+                                        {}, occurred))
         else:
             for values in s.old:
-                cls, row, _d = split(values)
-                out.append(self._change(cls, root, "delete", pk_of(values), row, {}, occurred))
+                cls, row, digests = split(values)
+                out.append(self._change(cls, root, "delete", pk_of(values), {**row, **digests},
+                                        {}, occurred))
         return out
 
     def _change(self, cls: type[Any], root: type[Any], op: str, pk: tuple[Any, ...],
