@@ -563,3 +563,15 @@ def test_captured_changes_are_never_dropped_by_uninstall_or_reinstall(bus, engin
     psql("UPDATE sb_accounts SET plan = 'pro'")
     assert "removed the capture triggers" in cli("triggers", "uninstall", "--discard")
     assert changes_left(engine) == []
+
+
+def test_a_redacted_column_changed_after_a_no_op_update_still_fires(bus, engine, recorder):
+    """Found by tests/test_trigger_properties.py: the two updates of one transaction were
+    coalesced into no change, the redacted column's change being stored as a digest."""
+    bind_accounts()
+    install(bus, engine)
+    psql("INSERT INTO sb_accounts (id, email) VALUES (1, 'a@x.org')")
+    psql("UPDATE sb_accounts SET email = 'a@x.org'; UPDATE sb_accounts SET password_hash = 'h'")
+    drain(bus)
+    (changed,) = recorder.of("account_changed")
+    assert changed.changes == {} and "password_hash" not in changed.data
