@@ -36,15 +36,23 @@ from typing import Any, Protocol
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import InstanceState, Mapper, Session, scoped_session, sessionmaker
+from sqlalchemy.orm import (
+    InstanceState,
+    Mapper,
+    ORMExecuteState,
+    Session,
+    scoped_session,
+    sessionmaker,
+)
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.session import SessionTransaction
 
 from .. import muting
 from ..bindings import Binding, qualified_name, registry
-from ..errors import BindingError, ConfigurationError, UnserialisableValue
 from ..contexts import current_context
+from ..errors import BindingError, ConfigurationError, UnserialisableValue
 from ..events import _SCALARS, EMPTY, Event, FrozenDict, Outgoing, normalise
+from . import bulk
 from .build import build_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
@@ -409,7 +417,7 @@ class Tracker:
 
     def listen(self, target: Any, key: Any) -> None:
         for name in ("before_flush", "after_flush", "after_flush_postexec", "before_commit",
-                     "after_commit", "after_transaction_end"):
+                     "after_commit", "after_transaction_end", "do_orm_execute"):
             sa_event.listen(target, name, getattr(self, "_" + name))
         Tracker._by_target[key] = self
 
@@ -418,6 +426,24 @@ class Tracker:
         if st is None:
             st = session.info[KEY] = SessionState(self)
         return st
+
+    def _do_orm_execute(self, orm_state: ORMExecuteState) -> Any:
+        if orm_state.is_select or not (orm_state.is_update or orm_state.is_insert
+                                       or orm_state.is_delete):
+            return None
+        sync_bindings()
+        return bulk.execute(orm_state, self)
+
+    def bulk_sink(self, session: Session) -> Sink | None:
+        """The sink of ``session``'s transaction (for :mod:`.bulk`)."""
+        st = self._state(session)
+        root = session.get_transaction()
+        root_frame = st.frames.get(root) if root is not None else None
+        return root_frame.sink if root_frame is not None else self.resolve(session)
+
+    def bulk_frame(self, session: Session, sink: Sink) -> Frame:
+        """The frame of ``session``'s innermost real transaction (for :mod:`.bulk`)."""
+        return self._state(session).frame(session, sink)
 
     def _before_flush(self, session: Session, flush_context: Any, instances: Any) -> None:
         sync_bindings()
