@@ -25,12 +25,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from .events import EMPTY, FrozenDict, normalise_payload
 
-__all__ = ["context", "current_context"]
+__all__ = ["context", "current_context", "enter", "leave"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,6 +89,32 @@ class context:  # noqa: N801 - used like contextlib's lower-case context manager
                 return fn(*args, **kwargs)
 
         return run  # type: ignore[return-value]
+
+
+def enter(values: Mapping[str, Any], what: str) -> contextvars.Token[FrozenDict]:
+    """Merge ``values`` into the current context until :func:`leave` (for hooks that
+    cannot wrap a block, such as Flask's ``before_request``/``teardown_request``).
+
+    ``what`` names the values' origin in errors.
+    """
+    if not isinstance(values, Mapping):
+        raise TypeError(
+            f"{what} must return a mapping of context values (e.g. {{'actor': ...}}), "
+            f"not {type(values).__name__}"
+        )
+    normalised = normalise_payload(values, what)
+    outer = _context.get()
+    return _context.set(FrozenDict({**outer, **normalised}) if outer else normalised)
+
+
+def leave(token: contextvars.Token[FrozenDict]) -> None:
+    """Restore the context :func:`enter` replaced."""
+    try:
+        _context.reset(token)
+    except ValueError:
+        # the token belongs to another context (a teardown run elsewhere): that
+        # context's values end with it
+        pass
 
 
 def _entered(values: FrozenDict) -> context:
