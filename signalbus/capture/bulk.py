@@ -42,7 +42,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from .. import muting
 from ..contexts import current_context
 from ..errors import UnserialisableValue
-from ..events import FrozenDict, normalise
+from ..events import _SCALARS, FrozenDict, normalise
 from .frames import Frame, RowChange, same
 from .plans import Plan, plans
 
@@ -141,6 +141,9 @@ class _Run:
         self.keys = tuple(prop.key for prop in mapper.column_attrs)
         self.attrs = [getattr(self.cls, k) for k in self.keys]
         self.pk_attrs = [getattr(self.cls, k) for k in plan.pk_keys]
+        self.pk_index = [self.keys.index(k) for k in plan.pk_keys]
+        self.columns = [prop.columns[0] for prop in mapper.column_attrs]
+        self.pk_columns = [self.columns[i] for i in self.pk_index]
         self.dialect = self.session.get_bind(mapper=mapper).dialect
 
     # -- reading rows ---------------------------------------------------------------
@@ -148,16 +151,30 @@ class _Run:
     def _rows(self, rows: Iterable[Sequence[Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
         keys = self.keys
         out: dict[tuple[Any, ...], dict[str, Any]] = {}
+        if len(self.pk_index) == 1:
+            (i,) = self.pk_index
+            for row in rows:
+                out[(row[i],)] = dict(zip(keys, row, strict=True))
+            return out
+        index = self.pk_index
         for row in rows:
-            values = dict(zip(keys, row, strict=True))
-            out[tuple(values[k] for k in self.plan.pk_keys)] = values
+            out[tuple(row[i] for i in index)] = dict(zip(keys, row, strict=True))
         return out
 
     def _select(self, lock: bool) -> Any:
-        query = select(*self.attrs).execution_options(autoflush=False)
+        # a Core SELECT of the mapped columns on the session's connection: the ORM's
+        # row loading would cost more than the statement being captured
+        query = select(*self.columns)
+        criterion = self.mapper._single_table_criterion  # single-table inheritance
+        if criterion is not None:
+            query = query.where(criterion)
         if lock and self.dialect.name == "postgresql":
-            query = query.with_for_update(of=self.cls)
+            query = query.with_for_update(of=self.mapper.local_table)
         return query
+
+    def _read(self, query: Any) -> dict[tuple[Any, ...], dict[str, Any]]:
+        connection = self.session.connection(bind_arguments={"mapper": self.mapper})
+        return self._rows(connection.execute(query))
 
     def _by_where(self) -> dict[tuple[Any, ...], dict[str, Any]]:
         """The rows the statement's WHERE criteria select, before it runs."""
@@ -165,7 +182,7 @@ class _Run:
         where = self.state.statement.whereclause  # type: ignore[attr-defined]
         if where is not None:
             query = query.where(where)
-        return self._rows(self.session.execute(query.order_by(*self.pk_attrs)))
+        return self._read(query.order_by(*self.pk_columns))
 
     def _by_pk(self, pks: Sequence[tuple[Any, ...]], lock: bool,
                where: Any = None) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -174,13 +191,13 @@ class _Run:
         for i in range(0, len(pks), CHUNK):
             chunk = pks[i:i + CHUNK]
             query = self._select(lock)
-            if len(self.pk_attrs) == 1:
-                query = query.where(self.pk_attrs[0].in_([pk[0] for pk in chunk]))
+            if len(self.pk_columns) == 1:
+                query = query.where(self.pk_columns[0].in_([pk[0] for pk in chunk]))
             else:
-                query = query.where(tuple_(*self.pk_attrs).in_(chunk))
+                query = query.where(tuple_(*self.pk_columns).in_(chunk))
             if where is not None:
                 query = query.where(where)
-            out.update(self._rows(self.session.execute(query)))
+            out.update(self._read(query))
         return out
 
     # -- the statements -------------------------------------------------------------
@@ -259,7 +276,10 @@ class _Run:
     # -- row changes ----------------------------------------------------------------
 
     def _update(self, old_row: dict[str, Any], new_row: dict[str, Any]) -> RowChange | None:
-        old = {k: v for k, v in old_row.items() if not same(v, new_row[k])}
+        try:
+            old = {k: v for k, v in old_row.items() if v != new_row[k]}
+        except Exception:  # a type whose != is not a bool (arrays)
+            old = {k: v for k, v in old_row.items() if not same(v, new_row[k])}
         if not old:
             return None  # the statement set the values the row had
         return self._change("update", new_row, new_row, old)
@@ -282,6 +302,10 @@ class _Run:
                          "bulk", self.context)
 
     def _normalised(self, row: dict[str, Any]) -> dict[str, Any]:
+        try:  # the common case: every value of a scalar type
+            return {k: _SCALARS[type(v)](v) for k in self.plan.capture for v in (row[k],)}
+        except (KeyError, TypeError):
+            pass
         out = {}
         for key in self.plan.capture:
             try:
