@@ -318,8 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from benchmarks import bulk_capture
 
-            if "postgresql" not in kinds:
-                ctx = dataclasses.replace(ctx, postgres_url=None)
             rows += bulk_capture.run(ctx)
         except Exception as exc:
             failure("bulk", "bulk capture", exc)

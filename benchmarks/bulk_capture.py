@@ -15,6 +15,8 @@ gives one ratio to the floor of the same repeat:
   capture must cost nothing: no extra statement);
 * ``bulk``: an update binding and 3 no-op receivers, inline delivery: 10,000 events;
 * ``bulk-outbox``: the same in outbox mode (the 10,000 events stored in the transaction);
+* ``orm-way``: for scale, the same change made the way an app had to before bulk
+  capture to get its events: load the objects, set the attributes, flush;
 * two ways of reading the new values after the statement, by hand with SQLAlchemy Core
   on the floor's model (the statement plus the read, no signalbus): ``SELECT … WHERE
   pk IN (…)`` in chunks of 500 (what bulk capture does: the caller's result stays
@@ -50,6 +52,7 @@ STATEMENTS = 3
 CHUNK = 500
 SIGNAL = "bench_bulk_changed"
 OUTBOX_SIGNAL = "bench_bulk_outbox_changed"
+ORM_SIGNAL = "bench_bulk_orm_changed"
 
 
 class Base(DeclarativeBase):
@@ -81,6 +84,10 @@ class OutboxRow(Columns, Base):
     __tablename__ = "bench_bulk_outbox"
 
 
+class OrmRow(Columns, Base):
+    __tablename__ = "bench_bulk_orm"
+
+
 class ReselectRow(Columns, Base):
     __tablename__ = "bench_bulk_reselect"
 
@@ -110,7 +117,8 @@ def declare() -> None:
         return
     signalbus.bind(BoundRow, "update", SIGNAL)
     signalbus.bind(OutboxRow, "update", OUTBOX_SIGNAL)
-    for name in (SIGNAL, OUTBOX_SIGNAL):
+    signalbus.bind(OrmRow, "update", ORM_SIGNAL)
+    for name in (SIGNAL, OUTBOX_SIGNAL, ORM_SIGNAL):
         for fn in (_noop, _noop_2, _noop_3):
             signalbus.receiver(name)(fn)
     _declared = True
@@ -170,6 +178,21 @@ class BulkOutbox(Config):
     key = "bulk-outbox"
     label = "bulk capture, outbox: the 10,000 events stored in the transaction"
     model = OutboxRow
+
+
+class OrmWay(Config):
+    key = "orm-way"
+    label = ("the same change the ORM way: load the 10,000 objects, set, flush; "
+             "signalbus inline, update binding, 3 no-op receivers")
+    model = OrmRow
+
+    def batch(self, index: int, repeat: int) -> None:
+        stamp = f"r{repeat}s{index}"
+        with self.factory() as session:
+            for row in session.scalars(select(self.model)):
+                row.email = row.email + stamp
+                row.name = f"renamed {stamp}"
+            session.commit()
 
 
 class Reselect(Config):
@@ -252,12 +275,14 @@ def measure(engine: Engine, repeats: int, deadline: float | None = None,
     signalbus.SignalBus().attach(stored, config={"SIGNALBUS_DELIVERY": "outbox"},
                                  plugins=False)
     configs = [Floor(engine, plain), Unbound(engine, attached), Bulk(engine, attached),
-               BulkOutbox(engine, stored), Reselect(engine, plain), Returning(engine, plain)]
+               BulkOutbox(engine, stored), OrmWay(engine, attached), Reselect(engine, plain),
+               Returning(engine, plain)]
     return run_interleaved(configs, rows=ROWS * STATEMENTS, batch_size=ROWS, repeats=repeats,
                            warmup_batches=1, progress=progress, deadline=deadline)
 
 
-LABELS = {c.key: c.label for c in (Floor, Unbound, Bulk, BulkOutbox, Reselect, Returning)}
+LABELS = {c.key: c.label
+          for c in (Floor, Unbound, Bulk, BulkOutbox, OrmWay, Reselect, Returning)}
 
 
 def rows_of(name: str, result: Interleaved) -> list[Row]:
@@ -268,13 +293,15 @@ def rows_of(name: str, result: Interleaved) -> list[Row]:
                    per_statement[0], per_statement[-1], unit="ms",
                    note=f"per statement, absolute, for scale; {result.repeats} repeats of "
                         f"{STATEMENTS} statements"))
-    for key in ("unbound", "bulk", "bulk-outbox", "reselect", "returning"):
+    for key in ("unbound", "bulk", "bulk-outbox", "orm-way", "reselect", "returning"):
         r = result.ratio(key, "floor")
         note = ""
         if key == "unbound":
             note = "no extra statement (tests/test_bulk.py counts them)"
         elif key == "bulk":
             note = "old values read FOR UPDATE (PostgreSQL) before, new ones by key after"
+        elif key == "orm-way":
+            note = "for scale: what bulk capture spares an app that needs the events"
         elif key in ("reselect", "returning"):
             note = "the new values' read alone, no capture: which form is cheaper"
         out.append(Row(name, LABELS[key], "floor", r.median, r.low, r.high, note=note))
