@@ -42,6 +42,15 @@ class Tag(Base):
     label: Mapped[str] = mapped_column(String(40))
 
 
+class Seat(Base):
+    """A composite primary key."""
+
+    __tablename__ = "bk_seats"
+    hall: Mapped[str] = mapped_column(String(10), primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(40))
+
+
 GOT: list[Event] = []
 
 
@@ -132,10 +141,13 @@ def test_bulk_insert_keeps_the_callers_returning(run):
                         [{"email": "a@x"}, {"email": "b@x"}]).all()
         one = s.execute(insert(Member).values(email="c@x"))
         new_id = one.inserted_primary_key[0]
+        (member,) = s.scalars(insert(Member).returning(Member), [{"email": "d@x"}]).all()
+        assert isinstance(member, Member) and member.plan == "free"
+        member_id = member.id
         s.commit()
     events = got()
-    assert [e.pk for e in events] == [*ids, new_id]
-    assert [e.data["email"] for e in events] == ["a@x", "b@x", "c@x"]
+    assert [e.pk for e in events] == [*ids, new_id, member_id]
+    assert [e.data["email"] for e in events] == ["a@x", "b@x", "c@x", "d@x"]
 
 
 def test_update_where_carries_real_old_values(run):
@@ -337,3 +349,50 @@ def test_core_statements_stay_invisible(run, tables):
     assert got() == []
     with factory() as s:
         assert s.scalars(select(Member.plan).order_by(Member.id)).all() == ["table", "core"]
+
+
+def test_upserts(run, tables, caplog):
+    _bind_all()
+    factory, got = run()
+    _seed(factory, 1)
+    if tables.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    with factory() as s:
+        s.execute(dialect_insert(Member).on_conflict_do_nothing(),
+                  [{"id": 1, "email": "again@x"}, {"id": 2, "email": "new@x"}])
+        s.commit()
+    assert [(e.op, e.pk, e.data["email"]) for e in got()] == [("insert", 2, "new@x")]
+    with factory() as s:
+        s.execute(dialect_insert(Member).values(id=1, email="again@x")
+                  .on_conflict_do_nothing())
+        s.commit()
+    assert got() == []
+    with factory() as s:
+        upsert = dialect_insert(Member).values(id=1, email="up@x")
+        s.execute(upsert.on_conflict_do_update(index_elements=["id"],
+                                               set_={"email": upsert.excluded.email}))
+        s.commit()
+    assert got() == []
+    assert "ON CONFLICT DO UPDATE of Member sends no events" in caplog.text
+
+
+def test_composite_primary_keys(run):
+    signalbus.bind(Seat, "update", "bk_seat_taken")
+    signalbus.bind(Seat, "delete", "bk_seat_gone")
+    factory, got = run()
+    with factory() as s:
+        s.add_all(Seat(hall=h, number=n) for h in ("a", "b") for n in (1, 2))
+        s.commit()
+    with factory() as s:
+        s.execute(update(Seat).where(Seat.number == 2).values(holder="ada"))
+        s.execute(update(Seat), [{"hall": "a", "number": 1, "holder": "bob"}])
+        s.execute(delete(Seat).where(Seat.hall == "b", Seat.number == 1))
+        s.commit()
+    assert [(e.signal, e.pk, dict(e.changes)) for e in got()] == [
+        ("bk_seat_taken", ("a", 2), {"holder": (None, "ada")}),
+        ("bk_seat_taken", ("b", 2), {"holder": (None, "ada")}),
+        ("bk_seat_taken", ("a", 1), {"holder": (None, "bob")}),
+        ("bk_seat_gone", ("b", 1), {}),
+    ]

@@ -243,7 +243,17 @@ class _Run:
         statement: Any = self.state.statement
         params = self.state.parameters
         returning = statement._returning
-        if params is None and not returning and statement._values and \
+        post = getattr(statement, "_post_values_clause", None)
+        if post is not None and type(post).__name__ == "OnConflictDoUpdate":
+            # RETURNING gives inserted and updated rows alike: their events cannot be
+            # told apart (ON CONFLICT DO NOTHING returns only inserted rows: captured)
+            log.warning(
+                "signalbus: an INSERT … ON CONFLICT DO UPDATE of %s sends no events (bulk "
+                "capture cannot tell inserted rows from updated ones). Use "
+                "capture=\"trigger\" for the table on PostgreSQL, or write the rows "
+                "through the ORM (session.merge).", self.cls.__qualname__)
+            return self.state.invoke_statement(), []
+        if params is None and not returning and post is None and statement._values and \
                 not statement._multi_values:
             # insert(User).values(...): one row, its key from the cursor
             result: Any = self.state.invoke_statement()
