@@ -166,6 +166,24 @@ def test_update_where_carries_real_old_values(run):
     assert events[0].data["email"] == "m2@x"
 
 
+def test_old_values_are_read_for_update_on_postgresql(run, tables):
+    _bind_all()
+    factory, got = run()
+    _seed(factory)
+    seen = _count_statements(tables)
+    with factory() as s:
+        s.execute(update(Member).where(Member.id == 2).values(plan="pro"))
+        s.execute(delete(Member).where(Member.id == 3))
+        s.commit()
+    reads = [sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]
+    locked = [sql for sql in reads if "FOR UPDATE" in sql.upper()]
+    if tables.dialect.name == "postgresql":
+        assert len(locked) == 2  # the rows of the UPDATE and of the DELETE
+    else:
+        assert locked == []  # SQLite has no FOR UPDATE (its writer lock covers it)
+    assert len(got()) == 2
+
+
 def test_update_to_the_same_value_sends_nothing(run):
     _bind_all()
     factory, got = run()
