@@ -244,7 +244,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                              "default sqlite; 'none' for none)")
     parser.add_argument("--skip", default="",
                         help="comma-separated sections to skip: sqlalchemy, memory, django, "
-                             "outbox, celery, bulk")
+                             "outbox, triggers, celery, bulk")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 rows, 2 repeats, 10,000-row memory "
                              "transaction; results.md is not written")
@@ -307,6 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += outbox_section(ctx)
         except Exception as exc:
             failure("outbox", "outbox configurations", exc)
+    if "triggers" not in skip and ctx.postgres_url is not None:
+        try:
+            from benchmarks import triggers
+
+            rows += triggers.run(ctx)
+        except Exception as exc:
+            failure("PostgreSQL, trigger capture", "trigger capture", exc)
     if "celery" not in skip:
         try:
             from benchmarks import celery_delivery

@@ -25,6 +25,7 @@ __all__ = ["Binding", "bind"]
 
 Op = Literal["insert", "update", "delete"]
 Phase = Literal["commit", "flush"]
+Capture = Literal["orm", "trigger"]
 OPS: tuple[str, ...] = ("insert", "update", "delete")
 
 
@@ -40,6 +41,9 @@ class Binding:
     fields: frozenset[str] | None = None
     exclude: frozenset[str] = frozenset()
     phase: Phase = "commit"
+    capture: Capture = "orm"
+    """``"orm"``: the session's flushes and ORM bulk statements; ``"trigger"``: the
+    database's triggers (PostgreSQL), whoever writes."""
     cls: type[Any] | None = None
     """The resolved class (``None`` until a string model is resolved)."""
 
@@ -54,11 +58,13 @@ class Binding:
             parts.append(f"exclude={sorted(self.exclude)!r}")
         if self.phase != "commit":
             parts.append(f"phase={self.phase!r}")
+        if self.capture != "orm":
+            parts.append(f"capture={self.capture!r}")
         return f"bind({', '.join(parts)})"
 
     def _key(self) -> tuple[Any, ...]:
         return (self.model, self.op, self.signal, id(self.when), self.fields, self.exclude,
-                self.phase)
+                self.phase, self.capture)
 
 
 class Registry:
@@ -159,6 +165,7 @@ def bind(
     fields: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
     phase: Phase = "commit",
+    capture: Capture = "orm",
 ) -> Binding:
     """Make ``op`` on rows of ``model`` send ``signal``.
 
@@ -175,6 +182,11 @@ def bind(
         ``"flush"`` runs the receivers inside the flush, before the row is written,
         with the live object on ``event.instance`` (Django's ``pre_save``): they may set
         attributes on it, and an exception aborts the flush.
+    :param capture: ``"orm"`` (default) captures the session's flushes and ORM bulk
+        statements; ``"trigger"`` (PostgreSQL, outbox or Celery delivery) has generated
+        database triggers capture every change of the model's table, whoever makes it
+        (``psql``, another service, Core statements), into the outbox of the writer's
+        transaction. Every binding of a model must use the same capture.
 
     Returns the :class:`Binding`; binding the same thing twice returns the first one.
     """
@@ -182,6 +194,14 @@ def bind(
         raise BindingError(f"bind() op must be one of {', '.join(map(repr, OPS))}, not {op!r}")
     if phase not in ("commit", "flush"):
         raise BindingError(f"bind() phase must be 'commit' or 'flush', not {phase!r}")
+    if capture not in ("orm", "trigger"):
+        raise BindingError(f"bind() capture must be 'orm' or 'trigger', not {capture!r}")
+    if capture == "trigger" and phase != "commit":
+        raise BindingError(
+            "bind(..., capture='trigger') captures in the database, after the row is "
+            "written: it cannot run receivers inside the flush. Drop phase='flush', or "
+            "use capture='orm' for that binding."
+        )
     if when is not None and not isinstance(when, Condition):
         raise BindingError(
             f"bind() when= takes a condition such as signalbus.changed('plan'), not {when!r}"
@@ -204,6 +224,7 @@ def bind(
         fields=_names(fields, "fields"),
         exclude=_names(exclude, "exclude") or frozenset(),
         phase=phase,
+        capture=capture,
         cls=cls,
     )
     return registry.add(binding)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import blinker
 
 from . import signals
+from .bindings import registry
 from .capture import new_ids
 from .contexts import current_context
 from .delivery import deliver_one, run_receiver
@@ -111,6 +112,14 @@ class Runtime:
         self.backend: Backend = self._make_backend()
         self.prepares = self.backend.prepares
         Runtime.made.add(self)
+        if self.backend.name == "inline":
+            trigger = [b.describe() for b in registry.bindings if b.capture == "trigger"]
+            if trigger:
+                log.warning(
+                    "signalbus: %s captured by database triggers, which SIGNALBUS_DELIVERY="
+                    "'inline' does not deliver: the changes wait in signalbus_outbox_changes "
+                    "until a worker (or relay) of an app with SIGNALBUS_DELIVERY='outbox' or "
+                    "'celery' runs.", ", ".join(trigger))
 
     def _make_backend(self) -> Backend:
         path = BACKENDS[self.settings.delivery]

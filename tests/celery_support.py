@@ -52,6 +52,17 @@ class Member(db.Model):
 signalbus.bind(Member, "insert", "cel_saved")
 signalbus.bind(Member, "update", "cel_saved")
 
+
+class Entry(db.Model):
+    """Captured by database triggers: written by anyone, delivered through Celery."""
+    __tablename__ = "cel_entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+signalbus.bind(Entry, "insert", "cel_entry", capture="trigger")
+
 RECEIVED = os.open(os.environ["CEL_RECEIVED"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 FLAGS = pathlib.Path(os.environ["CEL_FLAGS"])
 
@@ -97,11 +108,11 @@ def create_app(delivery="celery"):
         if key.startswith(("SIGNALBUS_OUTBOX_", "SIGNALBUS_CELERY_")):
             app.config[key] = value
     db.init_app(app)
-    bus = signalbus.SignalBus()
-    bus.init_app(app, db=db)
-    runtime = bus.runtime(app)
+    signalbus.bus.init_app(app, db=db)
+    runtime = signalbus.bus.runtime(app)
     for name in ("welcome", "audit"):
         runtime.connect("cel_saved", globals()[name], name="app:" + name)
+    runtime.connect("cel_entry", audit, name="app:audit")
     return app
 
 
@@ -119,6 +130,8 @@ def main(argv):
             signalbus.outbox.drop_all(db.engine)
             db.create_all()
             signalbus.outbox.create_all(db.engine)
+            from signalbus.outbox.changes import install_triggers
+            install_triggers(signalbus.bus.runtime(app))
         return
     delivery = "inline" if command == "inline" else "celery"
     app = create_app(delivery)

@@ -414,3 +414,19 @@ def test_composite_primary_keys(run):
         ("bk_seat_taken", ("a", 1), {"holder": (None, "bob")}),
         ("bk_seat_gone", ("b", 1), {}),
     ]
+
+
+def test_a_trigger_captured_model_is_left_to_its_triggers(run, tables):
+    """Bulk capture skips ``capture="trigger"`` bindings (their triggers, not installed
+    here, see the statements): no event from bulk capture, no extra statement."""
+    signalbus.bind(Tag, "update", "bk_tag_changed", capture="trigger")
+    factory, got = run()
+    with factory() as s:
+        s.execute(insert(Tag), [{"id": i, "label": "a"} for i in range(3)])
+        s.commit()
+    seen = _count_statements(tables)
+    with factory() as s:
+        s.execute(update(Tag).values(label="b"))
+        s.commit()
+    assert not [sql for sql in seen if "SELECT" in sql.upper()]
+    assert got() == []

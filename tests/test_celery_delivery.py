@@ -131,7 +131,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         client.flushdb()
         with engine.begin() as conn:
             for table in ("signalbus_outbox_deliveries", "signalbus_outbox",
-                          "signalbus_outbox_schema", "cel_members"):
+                          "signalbus_outbox_changes", "signalbus_outbox_schema", "cel_members",
+                          "cel_entries"):
                 conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
 
@@ -141,8 +142,8 @@ def celery(cluster: Cluster) -> Cluster:
     """The cluster, idle, with empty tables and no record of earlier calls."""
     cluster.wait(cluster.settled, 60, "the previous test's deliveries to settle")
     with cluster.engine.begin() as conn:
-        conn.execute(text("TRUNCATE signalbus_outbox_deliveries, signalbus_outbox, cel_members "
-                          "RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE signalbus_outbox_deliveries, signalbus_outbox, cel_members, "
+                          "cel_entries, signalbus_outbox_changes RESTART IDENTITY"))
     cluster.received_path.write_text("")  # truncated: the workers keep it open
     for flag in (cluster.dir / "flags").iterdir():
         flag.unlink()
@@ -318,3 +319,16 @@ def test_the_same_event_reaches_the_receiver_as_inline(celery):
         ("orm", {"actor": "ada", "request_id": "r-1"}),
         ("bulk", {"actor": "ada", "request_id": "r-2"}),
     ]
+
+
+def test_changes_captured_by_triggers_are_delivered_through_celery(celery):
+    """A trigger-captured table written outside the ORM: the relay turns the captured
+    changes into events, the Celery workers deliver them."""
+    with celery.engine.begin() as conn:
+        conn.execute(text("INSERT INTO cel_entries (id, email) VALUES (1, 'a@x.org'), "
+                          "(2, 'b@x.org')"))
+    celery.wait(lambda: len(celery.calls()) == 2, 30, "the captured changes' deliveries")
+    events = sorted((c[8] for c in celery.calls()), key=lambda e: e["pk"])
+    assert [(e["signal"], e["pk"], e["source"], e["data"]["email"]) for e in events] == [
+        ("cel_entry", 1, "trigger", "a@x.org"), ("cel_entry", 2, "trigger", "b@x.org")]
+    assert celery.scalar("SELECT count(*) FROM signalbus_outbox_changes") == 0

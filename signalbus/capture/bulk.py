@@ -90,9 +90,8 @@ def execute(orm_state: ORMExecuteState, host: BulkHost) -> Result[Any] | None:
     plan = plans.commit(cls, sink.redact)
     if not plan.bound:
         return None  # the common case: no binding, no extra statement
-    # TODO(trigger capture): bindings with capture="trigger" are captured by the
-    # database, whoever writes; skip them here once Binding has a ``capture`` attribute
-    # (the plan should then only cover capture="orm" bindings).
+    # plans.commit() covers capture="orm" bindings only: a table captured by triggers
+    # (capture="trigger") has its bulk statements seen by its triggers, exactly once
     muted = _muted_for(plan, muting.active(sink.muted))
     if muted is None:
         return None

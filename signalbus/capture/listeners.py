@@ -124,6 +124,8 @@ class Installer:
             self._installed.add((root, name))
 
     def _install(self, mapper: Mapper[Any], binding: Binding) -> None:
+        if binding.capture == "trigger":
+            return  # the database captures it (signalbus.capture.triggers)
         root = mapper.base_mapper.class_
         if binding.phase == "flush":
             self._listen(root, f"before_{binding.op}")

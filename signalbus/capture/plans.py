@@ -73,13 +73,21 @@ def redacted(name: str, redact: tuple[str, ...]) -> bool:
 
 
 def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
-               redact: tuple[str, ...]) -> Plan:
-    """The plan of ``ops`` of ``phase`` on ``cls`` rows (no cache)."""
-    matching = [
-        b
-        for b in registry.bindings
-        if b.cls is not None and b.op in ops and b.phase == phase and issubclass(cls, b.cls)
-    ]
+               redact: tuple[str, ...], by: str = "orm") -> Plan:
+    """The plan of ``ops`` of ``phase`` on ``cls`` rows captured ``by`` ``"orm"`` or
+    ``"trigger"`` (no cache)."""
+    covering = [b for b in registry.bindings
+                if b.cls is not None and b.phase == phase and issubclass(cls, b.cls)]
+    kinds = {b.capture for b in covering}
+    if len(kinds) > 1:
+        trigger = next(b for b in covering if b.capture == "trigger")
+        orm = next(b for b in covering if b.capture != "trigger")
+        raise BindingError(
+            f"{trigger.describe()} and {orm.describe()}: {cls.__qualname__} is captured "
+            "by database triggers, so every binding of it must say capture='trigger' "
+            "(a row change would otherwise be captured twice)."
+        )
+    matching = [b for b in covering if b.op in ops and b.capture == by]
     if not matching:
         return EMPTY_PLAN
     mapper: Mapper[Any] = sa_inspect(cls)
@@ -153,11 +161,24 @@ class PlanBook:
             plan = self._plans[key] = build_plan(cls, (op,), "flush", redact)
         return plan
 
+    def trigger(self, cls: type[Any], redact: tuple[str, ...]) -> Plan:
+        """The plan of every ``capture="trigger"`` binding of ``cls`` (all ops)."""
+        self._fresh()
+        key = (cls, "*", "trigger", redact)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = build_plan(cls, OPS, "commit", redact, "trigger")
+        return plan
+
     def payload(self, binding: Binding, redact: tuple[str, ...]) -> frozenset[str]:
         """The attributes ``binding`` puts in its events' ``data``."""
         assert binding.cls is not None
-        plan = (self.commit(binding.cls, redact) if binding.phase == "commit"
-                else self.flush(binding.cls, binding.op, redact))
+        if binding.capture == "trigger":
+            plan = self.trigger(binding.cls, redact)
+        elif binding.phase == "commit":
+            plan = self.commit(binding.cls, redact)
+        else:
+            plan = self.flush(binding.cls, binding.op, redact)
         return next(bp.payload_set for bp in plan.by_op.get(binding.op, ())
                     if bp.binding is binding)
 

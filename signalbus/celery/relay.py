@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import BindingError, ConfigurationError
 from ..outbox import schema, sql
+from ..outbox.changes import Converter
 from ..outbox.daemon import Stoppable, reconnect_delay
 from ..outbox.listen import Listener, open_listener
 from ..outbox.settings import OutboxSettings, engine_of, utcnow
@@ -81,6 +82,8 @@ class RelayStats:
     """Rounds whose sends failed (their deliveries were handed back)."""
     db_errors: int = 0
     """Rounds that lost the database connection."""
+    converted: int = 0
+    """Change rows of trigger-captured tables turned into events."""
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a dict (for ``--json``)."""
@@ -142,6 +145,8 @@ class Relay(Stoppable):
         self._conn: Connection | None = None
         self._senders: dict[str, Any] = {}
         self._full = False
+        self.converter: Converter | None = Converter(runtime, backend) if self.postgres else None
+        """Turns the change rows of ``capture="trigger"`` tables into events first."""
 
     # control ------------------------------------------------------------------------------
 
@@ -245,7 +250,13 @@ class Relay(Stoppable):
         """Expand one batch of events and hand over one batch of due deliveries; the number
         of events and deliveries moved."""
         now = utcnow()
-        return self.expand(now) + self.hand_over(now)
+        converted = 0
+        if self.converter is not None and self.converter.active:
+            conn = self.connection
+            with conn.begin():
+                converted = self.converter.run(conn)
+            self.stats.converted += converted
+        return converted + self.expand(now) + self.hand_over(now)
 
     def expand(self, now: dt.datetime) -> int:
         """Turn a batch of pending events into delivery rows (one transaction)."""

@@ -13,6 +13,15 @@
   (``delivered``); a receiver whose earlier event of the same row is still being
   retried (queued behind it, so that order per row is kept); a replay. The happy path
   writes none.
+* :data:`changes` (``signalbus_outbox_changes``) — statements captured by the database
+  (``bind(..., capture="trigger")``, PostgreSQL): one row per statement, written by the
+  generated trigger in the writer's transaction, with the writer's transaction id and
+  its ``signalbus.context``; the rows the statement changed are in the table's own rows
+  table (``signalbus_rows_<table>``, generated with the triggers). A worker turns each
+  transaction's statements into events (coalesced as ORM capture coalesces them) in
+  :data:`outbox` and deletes them, in one transaction (:mod:`signalbus.outbox.changes`);
+  a statement it cannot turn into events keeps ``last_error`` and is left for the
+  operator.
 * :data:`schema_version` (``signalbus_outbox_schema``) — one row: :data:`SCHEMA_VERSION`.
   A worker or command pointed at a database with another version (or with the tables
   of an earlier signalbus) stops with a message naming the upgrade step
@@ -46,12 +55,14 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import ConfigurationError
 
 __all__ = [
     "DEAD",
+    "changes",
     "DELIVERED",
     "DONE",
     "PENDING",
@@ -151,6 +162,27 @@ deliveries = Table(
 )
 """One row per (event, receiver) that is retried, dead, queued behind a retry, or replayed."""
 
+_Context = JSON().with_variant(postgresql.JSON(), "postgresql")
+
+changes = Table(
+    "signalbus_outbox_changes",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True,
+           comment="allocated by the trigger: the order of one transaction's statements"),
+    Column("txid", BigInteger, nullable=False,
+           comment="the writer's transaction id: its changes are coalesced together"),
+    Column("source_table", String(255), nullable=False, comment="schema.table"),
+    Column("op", String(8), nullable=False),
+    Column("context", _Context, nullable=True, comment="the writer's signalbus.context"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_error", Text, nullable=True,
+           comment="why these changes could not be turned into events"),
+    Index("ix_signalbus_outbox_changes_txid", "txid"),
+    comment="signalbus outbox: row changes captured by database triggers",
+)
+"""One row per statement on a trigger-captured table (its rows are in the table's rows
+table), until a worker turns it into events."""
+
 schema_version = Table(
     "signalbus_outbox_schema",
     metadata,
@@ -243,6 +275,6 @@ def check(connection: Connection) -> None:
             f"the signalbus outbox in this database has schema version {have}; this "
             f"signalbus needs version {SCHEMA_VERSION}. Upgrade step: {step}."
         )
-    missing = [t.name for t in (outbox, deliveries) if t.name not in names]
+    missing = [t.name for t in (outbox, deliveries, changes) if t.name not in names]
     if missing:
         raise missing_tables_error()

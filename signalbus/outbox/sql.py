@@ -43,11 +43,19 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
-from .schema import DEAD, DELIVERED, DONE, PENDING, deliveries, outbox
+from .schema import DEAD, DELIVERED, DONE, PENDING, changes, deliveries, outbox
 from .settings import OutboxSettings
 
 __all__ = [
     "ack_deliveries",
+    "changed_rows",
+    "changes_summary",
+    "delete_changed_rows",
+    "delete_changes",
+    "fail_changes",
+    "retry_changes",
+    "take_changes",
+    "try_lock_changes",
     "ack_events",
     "blocked",
     "claim_deliveries",
@@ -849,3 +857,91 @@ def _lock_keys(delivery_id: int) -> tuple[Any, Any]:
     # the (int4, int4) form: the first key keeps signalbus's locks apart from the app's
     return (cast(literal(_LOCK_SPACE), Integer),
             cast(literal(delivery_id % 2**31), Integer))
+
+
+# changes captured by database triggers (signalbus.outbox.changes) ---------------------------
+
+_CHANGES_LOCK = int.from_bytes(b"sbchange", "big") & 0x7FFFFFFFFFFFFFFF
+"""The advisory lock key one converter holds while it turns change rows into events."""
+
+
+def try_lock_changes(conn: Connection) -> bool:
+    """Take the converter's lock for the current transaction, if no one holds it."""
+    return bool(conn.execute(select(func.pg_try_advisory_xact_lock(_CHANGES_LOCK))).scalar())
+
+
+def take_changes(conn: Connection, limit: int) -> list[Row[Any]]:
+    """The change rows of the writer transactions whose first statements are the oldest
+    ``limit`` readable ones: every statement of those transactions, in id order."""
+    c = changes.c
+    first = (select(c.txid).where(c.last_error.is_(None)).order_by(c.id).limit(limit)
+             .scalar_subquery())
+    stmt = (select(c.id, c.txid, c.source_table, c.op, c.created_at, c.context)
+            .where(c.last_error.is_(None), c.txid.in_(first)).order_by(c.id))
+    return list(conn.execute(stmt))
+
+
+def changed_rows(conn: Connection, table: Any, change_ids: Sequence[int]) -> list[Row[Any]]:
+    """The rows captured by the triggers of ``table`` (a
+    :class:`~signalbus.capture.triggers.TriggerTable`) in ``change_ids``, typed by the
+    model's column types (the Python values the ORM would have loaded):
+    ``(change id, 0 for old / 1 for new, *stored columns, *digests)``."""
+    from sqlalchemy import column, text
+
+    from ..capture.triggers import quote
+
+    stored = table.stored_columns()
+    names = ", ".join(f"r.{quote(name)}" for name in table.stored)
+    order = ", ".join(f"r.{quote(name)}" for name, key in table.columns if key in table.pk)
+    stmt = text(f"""
+        SELECT r.change_id, r.side, {names} FROM {table.qualified_rows} r
+        WHERE r.change_id = ANY(:ids) ORDER BY r.change_id, r.side, {order}
+    """).columns(column("signalbus_change_id", BigInteger), column("signalbus_side", Integer),
+                 *stored, *(column(f"signalbus_hidden_{i}", Text)
+                            for i in range(len(table.hidden))))
+    return list(conn.execute(stmt, {"ids": list(change_ids)}))
+
+
+def delete_changed_rows(conn: Connection, table: Any, change_ids: Sequence[int]) -> None:
+    """Delete the rows of ``change_ids`` from ``table``'s rows table."""
+    from sqlalchemy import text
+
+    conn.execute(text(f"DELETE FROM {table.qualified_rows} WHERE change_id = ANY(:ids)"),
+                 {"ids": list(change_ids)})
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def delete_changes(conn: Connection, change_ids: Sequence[int]) -> None:
+    """Delete change rows turned into events."""
+    conn.execute(delete(changes).where(changes.c.id.in_(list(change_ids))))
+
+
+def fail_changes(conn: Connection, errors: dict[int, str]) -> None:
+    """Record why change rows could not be turned into events (they are skipped until
+    :func:`retry_changes`)."""
+    conn.execute(update(changes).where(changes.c.id == bindparam("change_id"))
+                 .values(last_error=bindparam("error")),
+                 [{"change_id": i, "error": e} for i, e in errors.items()])
+
+
+def retry_changes(conn: Connection) -> int:
+    """Make every failed change row eligible again; how many."""
+    return int(conn.execute(update(changes).where(changes.c.last_error.is_not(None))
+                            .values(last_error=None)).rowcount)
+
+
+def changes_summary(conn: Connection) -> dict[str, Any]:
+    """Change rows waiting to be turned into events, and the failed ones (with the
+    latest error)."""
+    c = changes.c
+    waiting = conn.execute(select(func.count()).where(c.last_error.is_(None))).scalar() or 0
+    failed = conn.execute(select(func.count()).where(c.last_error.is_not(None))).scalar() or 0
+    latest = conn.execute(select(c.id, c.source_table, c.last_error)
+                          .where(c.last_error.is_not(None)).order_by(c.id.desc())
+                          .limit(1)).first()
+    return {"waiting": int(waiting), "failed": int(failed),
+            "latest_error": None if latest is None else
+            f"change {latest.id} of {latest.source_table}: {latest.last_error}"}

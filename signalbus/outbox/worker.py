@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
@@ -60,6 +60,7 @@ from ..errors import ConfigurationError
 from ..events import Event
 from ..redaction import describe_error, redact
 from . import retry, schema, sql
+from .changes import Converter
 from .daemon import Stoppable, reconnect_delay
 from .listen import Listener, open_listener
 from .settings import OutboxSettings, engine_of, utcnow
@@ -67,6 +68,7 @@ from .settings import OutboxSettings, engine_of, utcnow
 if TYPE_CHECKING:
     from ..runtime import Runtime
     from ..signals import Receiver
+    from .store import Outbox
 
 __all__ = ["CorruptRow", "ReceiverNotFound", "Worker", "WorkerStats", "drain", "runtime_of",
            "spawn"]
@@ -103,6 +105,8 @@ class WorkerStats:
     """Waits that ran out (the polling fallback, or a retry falling due)."""
     reconnects: int = 0
     """Times the database connection was lost and opened again."""
+    converted: int = 0
+    """Change rows of trigger-captured tables turned into events."""
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a dict (for ``--json``)."""
@@ -198,6 +202,10 @@ class Worker(Stoppable):
         self._senders: dict[str, Any] = {}
         self._receivers: dict[tuple[str, Any], list[Receiver]] = {}
         self._ticker: _Ticker | None = None
+        self.converter: Converter | None = (
+            Converter(runtime, cast("Outbox", runtime.backend)) if self.postgres else None)
+        """Turns the change rows of ``capture="trigger"`` tables into events before each
+        claim (PostgreSQL)."""
         self._deliveries_checked_at = -math.inf
         self._found_deliveries = False
         self.heartbeat: Callable[[], None] | None = None
@@ -285,6 +293,8 @@ class Worker(Stoppable):
             try:
                 with self.engine.connect() as conn:
                     schema.check(conn)
+                    if self.converter is not None and self.converter.active:
+                        self._report_triggers(conn)
                 return True
             except _CONNECTION_ERRORS as exc:
                 if once:
@@ -295,6 +305,31 @@ class Worker(Stoppable):
                             "in %.1fs: %s", self.name, attempt, wait, redact(str(exc)))
                 if self._stop.wait(wait):
                     return False
+
+    def _report_triggers(self, conn: Connection) -> None:
+        """Log each trigger-captured table whose triggers are not as its bindings want."""
+        from ..capture.triggers import status
+
+        for st in status(conn, list(self.tables(conn).values())):
+            if st.state == "missing":
+                log.error("signalbus worker %s: table %s is bound with capture='trigger' but "
+                          "has no signalbus triggers: its changes are not captured. Run "
+                          "'signalbus triggers install' (or the migration from 'signalbus "
+                          "triggers sql').", self.name, st.table)
+            elif st.state == "differs":
+                log.error("signalbus worker %s: the signalbus triggers of table %s differ "
+                          "from its bindings (%s). Run 'signalbus triggers install' (or a "
+                          "migration from 'signalbus triggers sql').", self.name, st.table,
+                          st.installed or "no version recorded")
+            elif st.state == "unbound":
+                log.warning("signalbus worker %s: table %s has signalbus triggers but no "
+                            "capture='trigger' binding in this app; its changes wait in the "
+                            "outbox. Bind it, or run 'signalbus triggers uninstall'.",
+                            self.name, st.table)
+
+    def tables(self, conn: Connection) -> dict[str, Any]:
+        assert self.converter is not None
+        return self.converter.tables(conn)
 
     # connections --------------------------------------------------------------------------
 
@@ -382,6 +417,9 @@ class Worker(Stoppable):
         until = now + dt.timedelta(seconds=self.settings.lease)
         self._leased_at = time.monotonic()
         by, batch = self.name, self.settings.batch
+        converter = self.converter
+        if converter is not None and converter.active:
+            self.stats.converted += self._transaction(converter.run)
         events, blocked = self._write(lambda c: sql.claim_events(c, now=now, until=until,
                                                                  by=by, batch=batch))
         drows: list[Any] = []

@@ -1,0 +1,1 @@
+"""The Flask-SQLAlchemy-pgevents example app, redone on signalbus's trigger capture."""
