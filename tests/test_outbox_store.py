@@ -312,7 +312,7 @@ def test_include_in_copies_the_tables():
     target = MetaData()
     signalbus.outbox.include_in(target)
     assert set(target.tables) == {"signalbus_outbox", "signalbus_outbox_deliveries",
-                                  "signalbus_outbox_schema"}
+                                  "signalbus_outbox_changes", "signalbus_outbox_schema"}
     signalbus.outbox.include_in(target)  # a second call changes nothing
     assert len(target.tables) == 3
 
