@@ -9,7 +9,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import DateTime, String, delete, event, func, insert, select, update
+from sqlalchemy import (
+    DateTime,
+    String,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ResourceClosedError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -182,6 +192,23 @@ def test_old_values_are_read_for_update_on_postgresql(run, tables):
     else:
         assert locked == []  # SQLite has no FOR UPDATE (its writer lock covers it)
     assert len(got()) == 2
+
+
+def test_a_statement_with_parameters(run):
+    _bind_all()
+    factory, got = run()
+    _seed(factory)
+    with factory() as s:
+        s.execute(update(Member).where(Member.id == bindparam("target")).values(plan="pro"),
+                  {"target": 2})
+        s.execute(update(Member).where(Member.id == 3), {"email": "set@x"})
+        s.execute(delete(Member).where(Member.id == bindparam("gone")), {"gone": 1})
+        s.commit()
+    assert [(e.op, e.pk, dict(e.changes)) for e in got()] == [
+        ("update", 2, {"plan": ("free", "pro")}),
+        ("update", 3, {"email": ("m3@x", "set@x")}),
+        ("delete", 1, {}),
+    ]
 
 
 def test_update_to_the_same_value_sends_nothing(run):

@@ -314,7 +314,7 @@ def test_include_in_copies_the_tables():
     assert set(target.tables) == {"signalbus_outbox", "signalbus_outbox_deliveries",
                                   "signalbus_outbox_changes", "signalbus_outbox_schema"}
     signalbus.outbox.include_in(target)  # a second call changes nothing
-    assert len(target.tables) == 3
+    assert len(target.tables) == 4
 
 
 def test_settings_are_checked(Session, tables):

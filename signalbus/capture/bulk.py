@@ -171,9 +171,9 @@ class _Run:
             query = query.with_for_update(of=self.mapper.local_table)
         return query
 
-    def _read(self, query: Any) -> dict[tuple[Any, ...], dict[str, Any]]:
+    def _read(self, query: Any, params: Any = None) -> dict[tuple[Any, ...], dict[str, Any]]:
         connection = self.session.connection(bind_arguments={"mapper": self.mapper})
-        return self._rows(connection.execute(query))
+        return self._rows(connection.execute(query, params))
 
     def _by_where(self) -> dict[tuple[Any, ...], dict[str, Any]]:
         """The rows the statement's WHERE criteria select, before it runs."""
@@ -181,7 +181,11 @@ class _Run:
         where = self.state.statement.whereclause  # type: ignore[attr-defined]
         if where is not None:
             query = query.where(where)
-        return self._read(query.order_by(*self.pk_columns))
+        # one parameter set: the values of the statement's bindparam()s, if any (the
+        # SELECT ignores the others, the SET values)
+        params = self.state.parameters
+        return self._read(query.order_by(*self.pk_columns),
+                          params if isinstance(params, dict) else None)
 
     def _by_pk(self, pks: Sequence[tuple[Any, ...]], lock: bool,
                where: Any = None) -> dict[tuple[Any, ...], dict[str, Any]]:
