@@ -244,7 +244,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                              "default sqlite; 'none' for none)")
     parser.add_argument("--skip", default="",
                         help="comma-separated sections to skip: sqlalchemy, memory, django, "
-                             "outbox, triggers, celery")
+                             "outbox, triggers, celery, bulk")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 rows, 2 repeats, 10,000-row memory "
                              "transaction; results.md is not written")
@@ -321,6 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += celery_delivery.run(ctx)
         except Exception as exc:
             failure("celery", "celery mode", exc)
+    if "bulk" not in skip:
+        try:
+            from benchmarks import bulk_capture
+
+            rows += bulk_capture.run(ctx)
+        except Exception as exc:
+            failure("bulk", "bulk capture", exc)
 
     elapsed = time.perf_counter() - started
     command = "make bench" if argv is None and not sys.argv[1:] else (

@@ -11,6 +11,7 @@ from . import sqlite as sqlite
 from .bindings import bind as bind
 from .bus import SignalBus as SignalBus
 from .conditions import changed as changed
+from .contexts import context as context
 from .errors import BindingError as BindingError
 from .errors import ConfigurationError as ConfigurationError
 from .errors import Permanent as Permanent
@@ -39,6 +40,7 @@ __all__ = [
     "bind",
     "bus",
     "changed",
+    "context",
     "emit",
     "init_app",
     "muted",

@@ -184,6 +184,9 @@ class Event:
     """When the change was first flushed (timezone-aware UTC)."""
     source: str = "orm"
     """``"orm"``, ``"bulk"``, ``"trigger"`` or ``"emit"``."""
+    context: FrozenDict = EMPTY
+    """What :func:`signalbus.context` set where the change was captured (who made it, the
+    request id): a read-only mapping of JSON values, empty when none was set."""
     attempt: int = 1
     """1 on first delivery, incremented on every retry by the outbox."""
     instance: Any = dataclasses.field(default=None, compare=False, repr=False)
@@ -201,6 +204,7 @@ class Event:
             "changes": self.changes,
             "occurred_at": self.occurred_at.isoformat(),
             "source": self.source,
+            "context": self.context,
             "attempt": self.attempt,
         }
 
@@ -217,6 +221,8 @@ class Event:
             changes=freeze(value.get("changes") or {}),
             occurred_at=dt.datetime.fromisoformat(value["occurred_at"]),
             source=value.get("source", "orm"),
+            # rows stored by the first release have no context
+            context=freeze(value["context"]) if value.get("context") else EMPTY,
             attempt=value.get("attempt", 1),
         )
 
@@ -228,18 +234,20 @@ emitted event."""
 
 _new = object.__new__
 (_set_id, _set_signal, _set_model, _set_op, _set_pk, _set_data, _set_changes,
- _set_occurred_at, _set_source, _set_attempt, _set_instance) = (
+ _set_occurred_at, _set_source, _set_context, _set_attempt, _set_instance) = (
     getattr(Event, name).__set__ for name in (
         "id", "signal", "model", "op", "pk", "data", "changes", "occurred_at", "source",
-        "attempt", "instance"))
+        "context", "attempt", "instance"))
 
 
 def row_event(id: str, signal: str, model: str, op: str, pk: JSONValue, data: FrozenDict,
-              changes: FrozenDict, occurred_at: dt.datetime) -> Event:
-    """An ORM row :class:`Event` from values capture has already normalised.
+              changes: FrozenDict, occurred_at: dt.datetime, source: str = "orm",
+              context: FrozenDict = EMPTY) -> Event:
+    """A row :class:`Event` from values capture has already normalised.
 
-    The same object ``Event(...)`` makes (``source="orm"``, ``attempt=1``), at half the
-    cost of the frozen dataclass's keyword ``__init__``: capture makes one per bound row.
+    The same object ``Event(...)`` makes (``attempt=1``), at half the cost of the frozen
+    dataclass's keyword ``__init__``: capture makes one per bound row. ``context`` is
+    the (already normalised, shared) mapping of :func:`signalbus.context`.
     """
     event: Event = _new(Event)
     _set_id(event, id)
@@ -250,7 +258,8 @@ def row_event(id: str, signal: str, model: str, op: str, pk: JSONValue, data: Fr
     _set_data(event, data)
     _set_changes(event, changes)
     _set_occurred_at(event, occurred_at)
-    _set_source(event, "orm")
+    _set_source(event, source)
+    _set_context(event, context)
     _set_attempt(event, 1)
     _set_instance(event, None)
     return event

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import capture, plugins
+from . import capture, contexts, plugins
 from .bindings import registry
+from .errors import ConfigurationError
 from .runtime import RUNTIME_KEY, Runtime
 from .settings import DEFAULTS
 from .sqlite import check_engine
@@ -102,8 +103,42 @@ def init_app(bus: Any, app: Any, db: Any) -> None:
         del app.extensions["signalbus"]
         del app.extensions[RUNTIME_KEY]
         raise
+    request_context(app)
     if db is not None:
         with app.app_context():
             for engine in db.engines.values():
                 check_engine(engine)
         capture.attach_session(db.session, resolve_current_app)
+
+
+_TOKEN = "_signalbus_context_token"
+
+
+def request_context(app: Any) -> None:
+    """Fill :func:`signalbus.context` for each request with ``SIGNALBUS_CONTEXT``.
+
+    ``SIGNALBUS_CONTEXT`` is a callable taking no argument, called in ``before_request``
+    (the request, ``g`` and Flask-Login's ``current_user`` are available) and returning
+    a mapping such as ``{"actor": current_user.email, "request_id": ...}``; the values
+    are set until ``teardown_request``. ``None`` (the default) sets nothing.
+    """
+    make = app.config.get("SIGNALBUS_CONTEXT")
+    if make is None:
+        return
+    if not callable(make):
+        raise ConfigurationError(
+            f"SIGNALBUS_CONTEXT is {make!r}; set it to a function of no argument returning "
+            "the context of a request, e.g. lambda: {'actor': current_user.email}."
+        )
+    from flask import g
+
+    def enter() -> None:
+        setattr(g, _TOKEN, contexts.enter(make(), "SIGNALBUS_CONTEXT()"))
+
+    def leave(exc: BaseException | None) -> None:
+        token = g.pop(_TOKEN, None)
+        if token is not None:
+            contexts.leave(token)
+
+    app.before_request(enter)
+    app.teardown_request(leave)

@@ -20,6 +20,7 @@ import blinker
 from . import signals
 from .bindings import registry
 from .capture import new_ids
+from .contexts import current_context
 from .delivery import deliver_one, run_receiver
 from .errors import ConfigurationError
 from .events import Event, Outgoing, normalise_payload
@@ -272,6 +273,7 @@ def make_event(signal: str | blinker.NamedSignal, data: Mapping[str, Any]) -> Ev
         data=normalise_payload(data, f"emit({sig.name!r}) data"),
         occurred_at=dt.datetime.now(dt.UTC),
         source="emit",
+        context=current_context(),
     )
 
 

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "SIGNALBUS_DISABLED_PLUGINS": (),
     "SIGNALBUS_PLUGINS_STRICT": False,
     "SIGNALBUS_MAX_DEPTH": 10,
+    # Flask: a callable returning the signalbus.context() values of each request
+    "SIGNALBUS_CONTEXT": None,
     # the outbox and its worker (signalbus.outbox)
     "SIGNALBUS_OUTBOX_BATCH": 100,
     "SIGNALBUS_OUTBOX_LEASE": 60.0,

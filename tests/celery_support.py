@@ -162,12 +162,15 @@ def main(argv):
                     member.version = v
                 db.session.commit()
         elif command in ("inline", "parity"):  # the same two changes in either mode
-            db.session.add(Member(id=777, email="parity@example.com",
-                                  balance=decimal.Decimal("12.50"),
-                                  joined=dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC)))
-            db.session.commit()
-            db.session.get(Member, 777).version = 5
-            db.session.commit()
+            with signalbus.context(actor="ada", request_id="r-1"):
+                db.session.add(Member(id=777, email="parity@example.com",
+                                      balance=decimal.Decimal("12.50"),
+                                      joined=dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC)))
+                db.session.commit()
+                with signalbus.context(request_id="r-2"):  # a bulk statement this time
+                    db.session.execute(db.update(Member).where(Member.id == 777)
+                                       .values(version=5))
+                db.session.commit()
     if command != "inline":
         assert "celery" not in sys.modules, "the committing process imported Celery"
 '''

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import String
+from sqlalchemy import String, update
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
     async_scoped_session,
@@ -99,3 +99,26 @@ def test_async_sessionmaker_attach_leaves_other_factories_alone(async_engine):
 
     asyncio.run(main())
     assert got == [("attached@x", True)]
+
+
+def test_bulk_statements_of_an_async_session_are_captured(async_engine):
+    signalbus.bind(Member, "update", "member_renamed")
+    got = []
+
+    @signalbus.receiver("member_renamed")
+    def on_rename(sender, event, **kw):
+        got.append((event.pk, dict(event.changes), event.source, dict(event.context)))
+
+    factory = async_sessionmaker(async_engine)
+    signalbus.SignalBus().attach(factory, plugins=False)
+
+    async def run():
+        async with factory() as session:
+            session.add_all([Member(id=1, email="a@x"), Member(id=2, email="b@x")])
+            await session.commit()
+            with signalbus.context(actor="ada"):
+                await session.execute(update(Member).where(Member.id == 2).values(email="c@x"))
+            await session.commit()
+
+    asyncio.run(run())
+    assert got == [(2, {"email": ("b@x", "c@x")}, "bulk", {"actor": "ada"})]

@@ -315,6 +315,10 @@ def test_the_same_event_reaches_the_receiver_as_inline(celery):
     assert [comparable(e) for e in via_celery] == [comparable(e) for e in inline]
     assert via_celery[0]["data"]["balance"] == "12.50"
     assert via_celery[1]["changes"] == {"version": [0, 5]}
+    assert [(e["source"], e["context"]) for e in via_celery] == [
+        ("orm", {"actor": "ada", "request_id": "r-1"}),
+        ("bulk", {"actor": "ada", "request_id": "r-2"}),
+    ]
 
 
 def test_changes_captured_by_triggers_are_delivered_through_celery(celery):

@@ -71,7 +71,7 @@ def make_runtime(engine: Engine, delivery: str) -> Runtime:
 
 def change(runtime: Runtime) -> None:
     """An insert with every kind of value, then an update of it (two transactions)."""
-    with runtime.session_factory() as s:
+    with runtime.session_factory() as s, signalbus.context(actor="ada", request_id="r-1"):
         s.add(Parcel(
             id=1, label="Grüße ✓", weight=decimal.Decimal("1.250"),
             ref=uuid.UUID("12345678-1234-5678-1234-567812345678"),
@@ -130,5 +130,6 @@ def test_inline_and_outbox_receivers_get_equal_events(tables, bindings, signalbu
     assert [comparable(e) for e in outbox] == [comparable(e) for e in inline]
     assert inline[1].changes == {"size": ("l", "s"), "extra": ({"z": (1, 2.5, None),
                                  "a": {"nested": True}}, {"b": "changed"})}
+    assert [dict(e.context) for e in outbox] == [{"actor": "ada", "request_id": "r-1"}] * 2
     assert outbox[0].data["blob"] == "AP8="
     assert outbox[0].data["weight"] == "1.250"

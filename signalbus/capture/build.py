@@ -86,4 +86,4 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: list[str],
         if not ids:
             ids.extend(new_ids(8))
         out.append((rc.cls, row_event(ids.pop(), b.signal, model, rc.op, pk, data, changes,
-                                      rc.occurred_at)))
+                                      rc.occurred_at, rc.source, rc.context)))

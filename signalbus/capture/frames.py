@@ -19,6 +19,9 @@ The rules (the README's "Transaction semantics"):
 * update, then delete → one delete of the row as it was committed before the
   transaction (its key, its values);
 * delete, then insert of the same key → one update from the deleted row's values.
+
+The merged change keeps its first change's ``occurred_at``, ``source`` (``"orm"`` or
+``"bulk"``) and ``context``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..events import Event, FrozenDict, normalise
+from ..events import EMPTY, Event, FrozenDict, normalise
 
 __all__ = ["Emitted", "Frame", "RowChange", "merge"]
 
@@ -37,8 +40,8 @@ Key = tuple[type[Any], tuple[Any, ...]]
 class RowChange:
     """The net change of one row inside one transaction frame."""
 
-    __slots__ = ("cls", "data", "key", "muted", "occurred_at", "old", "op", "origin", "pk",
-                 "raw")
+    __slots__ = ("cls", "context", "data", "key", "muted", "occurred_at", "old", "op", "origin",
+                 "pk", "raw", "source")
 
     def __init__(
         self,
@@ -52,6 +55,8 @@ class RowChange:
         old: dict[str, Any],
         occurred_at: dt.datetime,
         muted: frozenset[str],
+        source: str = "orm",
+        context: FrozenDict = EMPTY,
     ) -> None:
         self.cls = cls
         self.origin = origin
@@ -71,6 +76,12 @@ class RowChange:
         """Updates: Python value before the transaction of each attribute that changed."""
         self.occurred_at = occurred_at
         self.muted = muted
+        self.source = source
+        """How the change was captured: ``"orm"`` (a flush) or ``"bulk"`` (an ORM
+        statement). A row changed both ways in one transaction: its first change's."""
+        self.context = context
+        """The :func:`signalbus.context` active when the change was captured; a row
+        changed several times: its first change's (like ``occurred_at``)."""
 
     def __repr__(self) -> str:
         return (f"RowChange({self.cls.__name__} {self.op} pk={self.pk!r} data={self.data!r} "
@@ -127,7 +138,8 @@ def merge(prev: RowChange, nxt: RowChange) -> RowChange | None:
             return None
         # insert then update: one insert with the final values
         return RowChange(prev.cls, prev.origin, nxt.key, "insert", nxt.pk, nxt.data,
-                         {**prev.raw, **nxt.raw}, {}, prev.occurred_at, muted)
+                         {**prev.raw, **nxt.raw}, {}, prev.occurred_at, muted, prev.source,
+                         prev.context)
     if prev.op == "update":
         if nxt.op == "delete":
             # the row as committed before the transaction: the delete's values are
@@ -136,7 +148,8 @@ def merge(prev: RowChange, nxt: RowChange) -> RowChange | None:
                                for k, v in nxt.data.items()})
             raw = {**nxt.raw, **prev.old}
             return RowChange(nxt.cls, prev.origin, prev.origin, "delete", prev.origin[1],
-                             data, raw, {}, prev.occurred_at, muted)
+                             data, raw, {}, prev.occurred_at, muted, prev.source,
+                             prev.context)
         raw = {**prev.raw, **nxt.raw}
         for k in prev.raw:
             # a value the later change did not read again is stale where the later
@@ -147,7 +160,8 @@ def merge(prev: RowChange, nxt: RowChange) -> RowChange | None:
         for k, v in nxt.old.items():
             old.setdefault(k, v)
         return RowChange(nxt.cls, prev.origin, nxt.key, "update", nxt.pk, nxt.data, raw,
-                         _net_old(old, raw, nxt.data), prev.occurred_at, muted)
+                         _net_old(old, raw, nxt.data), prev.occurred_at, muted, prev.source,
+                         prev.context)
     if prev.op == "delete" and nxt.op == "insert":
         # a delete followed by an insert of the same key is an update from the deleted
         # row's values (every attribute either side captured is compared)
@@ -159,7 +173,8 @@ def merge(prev: RowChange, nxt: RowChange) -> RowChange | None:
             if k not in nxt.data and k in prev.raw and not same(prev.raw[k], v):
                 old[k] = prev.raw[k]
         return RowChange(nxt.cls, prev.origin, nxt.key, "update", nxt.pk, nxt.data,
-                         dict(nxt.raw), old, prev.occurred_at, muted)
+                         dict(nxt.raw), old, prev.occurred_at, muted, prev.source,
+                         prev.context)
     raise AssertionError(f"impossible sequence {prev.op} then {nxt.op} for one row")
 
 

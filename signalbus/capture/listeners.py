@@ -36,14 +36,23 @@ from typing import Any, Protocol
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import InstanceState, Mapper, Session, scoped_session, sessionmaker
+from sqlalchemy.orm import (
+    InstanceState,
+    Mapper,
+    ORMExecuteState,
+    Session,
+    scoped_session,
+    sessionmaker,
+)
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.session import SessionTransaction
 
 from .. import muting
 from ..bindings import Binding, qualified_name, registry
+from ..contexts import current_context
 from ..errors import BindingError, ConfigurationError, UnserialisableValue
-from ..events import _SCALARS, Event, FrozenDict, Outgoing, normalise
+from ..events import _SCALARS, EMPTY, Event, FrozenDict, Outgoing, normalise
+from . import bulk
 from .build import build_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
@@ -232,7 +241,8 @@ _NOTHING: dict[str, Any] = {}
 
 
 def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
-             muted: frozenset[str], unset: dict[str, Any] | None = None) -> RowChange:
+             muted: frozenset[str], unset: dict[str, Any] | None = None,
+             context: FrozenDict = EMPTY) -> RowChange:
     """One row's change as a flush wrote it (a delete: the row as committed).
 
     ``unset``: the values of attributes the object never set, when they are not
@@ -259,7 +269,8 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
         # most rows: nothing for conditions to read, nothing old (shared, never mutated)
         pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
         key = (plan.root, pk)
-        return RowChange(cls, key, key, op, pk, data, _NOTHING, _NOTHING, now, muted)
+        return RowChange(cls, key, key, op, pk, data, _NOTHING, _NOTHING, now, muted, "orm",
+                         context)
     old: dict[str, Any] = {}
     if op == "delete":
         # every column: a delete followed by an insert of the key becomes an update
@@ -269,7 +280,8 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
                 raw[k] = _committed(state, k)
         pk = state.key[1] if state.key is not None else tuple(raw[k] for k in plan.pk_keys)
         key = (plan.root, tuple(pk))
-        return RowChange(cls, key, key, op, tuple(pk), data, raw, old, now, muted)
+        return RowChange(cls, key, key, op, tuple(pk), data, raw, old, now, muted, "orm",
+                         context)
     if plan.raw:
         raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw}
     else:
@@ -294,7 +306,7 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
     # the key the row had before this flush (the identity map's key is updated after
     # after_flush): a primary-key change merges with the row's earlier changes
     origin = (plan.root, tuple(state.key[1])) if op == "update" and state.key else key
-    return RowChange(cls, origin, key, op, pk, data, raw, old, now, muted)
+    return RowChange(cls, origin, key, op, pk, data, raw, old, now, muted, "orm", context)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -366,7 +378,7 @@ def _run_flush_phase(st: SessionState, state: InstanceState[Any], op: str) -> No
     muted = _muted_for(plan, muting.active(sink.muted))
     if muted is None:
         return
-    rc = snapshot(state, op, plan, dt.datetime.now(dt.UTC), muted)
+    rc = snapshot(state, op, plan, dt.datetime.now(dt.UTC), muted, context=current_context())
     out: list[Outgoing] = []
     row_events(rc, plan.by_op.get(op, ()), [], out)
     for sender, ev in out:
@@ -407,7 +419,7 @@ class Tracker:
 
     def listen(self, target: Any, key: Any) -> None:
         for name in ("before_flush", "after_flush", "after_flush_postexec", "before_commit",
-                     "after_commit", "after_transaction_end"):
+                     "after_commit", "after_transaction_end", "do_orm_execute"):
             sa_event.listen(target, name, getattr(self, "_" + name))
         Tracker._by_target[key] = self
 
@@ -416,6 +428,24 @@ class Tracker:
         if st is None:
             st = session.info[KEY] = SessionState(self)
         return st
+
+    def _do_orm_execute(self, orm_state: ORMExecuteState) -> Any:
+        if orm_state.is_select or not (orm_state.is_update or orm_state.is_insert
+                                       or orm_state.is_delete):
+            return None
+        sync_bindings()
+        return bulk.execute(orm_state, self)
+
+    def bulk_sink(self, session: Session) -> Sink | None:
+        """The sink of ``session``'s transaction (for :mod:`.bulk`)."""
+        st = self._state(session)
+        root = session.get_transaction()
+        root_frame = st.frames.get(root) if root is not None else None
+        return root_frame.sink if root_frame is not None else self.resolve(session)
+
+    def bulk_frame(self, session: Session, sink: Sink) -> Frame:
+        """The frame of ``session``'s innermost real transaction (for :mod:`.bulk`)."""
+        return self._state(session).frame(session, sink)
 
     def _before_flush(self, session: Session, flush_context: Any, instances: Any) -> None:
         sync_bindings()
@@ -478,8 +508,10 @@ class Tracker:
         redact = sink.redact
         # plan and muting per class, once per flush (a flush writes many rows of a class)
         per_class: dict[type[Any], tuple[Plan, frozenset[str] | None]] = {}
+        ctx = current_context()  # once per flush: the context of the flush's changes
         for op, state, ready in (*inserts, *others):
             if ready is not None:
+                ready.context = ctx
                 frame.add(ready)
                 continue
             cls = state.class_
@@ -495,17 +527,18 @@ class Tracker:
                 pk = tuple(state.dict.get(k) for k in plan.pk_keys)
                 replaced = switched.get((plan.root, pk))
                 if replaced is None:
-                    frame.add(snapshot(state, "insert", plan, now, muted))
+                    frame.add(snapshot(state, "insert", plan, now, muted, context=ctx))
                     continue
                 # the UPDATE wrote only what the new object set: the rest of the row
                 # is the replaced row's
+                replaced.context = ctx
                 frame.add(replaced)
-                frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw))
+                frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw, ctx))
                 unset = [p.key for p in state.mapper.column_attrs if p.key not in state.dict]
                 if unset:
                     st.reload.append((state, unset))
                 continue
-            frame.add(snapshot(state, op, plan, now, muted))
+            frame.add(snapshot(state, op, plan, now, muted, context=ctx))
 
     def _after_flush_postexec(self, session: Session, flush_context: Any) -> None:
         st: SessionState | None = session.info.get(KEY)
