@@ -575,3 +575,33 @@ def test_a_redacted_column_changed_after_a_no_op_update_still_fires(bus, engine,
     drain(bus)
     (changed,) = recorder.of("account_changed")
     assert changed.changes == {} and "password_hash" not in changed.data
+
+
+def test_context_reaches_trigger_captured_events(bus, engine, factory, recorder):
+    bind_accounts()
+    install(bus, engine)
+    with signalbus.context(actor="ada", request_id="r-1"), factory() as session:
+        session.add(Account(id=1, email="orm@x.org"))
+        session.commit()
+        with signalbus.context(actor="grace"):  # the next transaction: another context
+            account = session.get(Account, 1)
+            assert account is not None
+            account.plan = "pro"
+            session.commit()
+    with factory() as session:  # no context: none carried over from the last transaction
+        session.add(Account(id=2, email="plain@x.org"))
+        session.commit()
+    psql("SET LOCAL signalbus.context = '{\"actor\": \"nightly\"}';"
+         "INSERT INTO sb_accounts (id, email) VALUES (3, 'psql@x.org')")
+    with signalbus.context(actor="core"), engine.begin() as conn:  # Core: shared by hand
+        triggers.share_context(conn)
+        conn.execute(text("INSERT INTO sb_accounts (id, email) VALUES (4, 'core@x.org')"))
+    drain(bus)
+    contexts = {(n, e.pk): dict(e.context) for n, _s, e in recorder.calls}
+    assert contexts == {
+        ("account_created", 1): {"actor": "ada", "request_id": "r-1"},
+        ("account_changed", 1): {"actor": "grace", "request_id": "r-1"},
+        ("account_created", 2): {},
+        ("account_created", 3): {"actor": "nightly"},
+        ("account_created", 4): {"actor": "core"},
+    }

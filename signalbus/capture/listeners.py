@@ -52,7 +52,7 @@ from ..bindings import Binding, qualified_name, registry
 from ..contexts import current_context
 from ..errors import BindingError, ConfigurationError, UnserialisableValue
 from ..events import _SCALARS, EMPTY, Event, FrozenDict, Outgoing, normalise
-from . import bulk
+from . import bulk, triggers
 from .build import build_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
@@ -434,6 +434,7 @@ class Tracker:
                                        or orm_state.is_delete):
             return None
         sync_bindings()
+        triggers.sharing.apply(orm_state.session)
         return bulk.execute(orm_state, self)
 
     def bulk_sink(self, session: Session) -> Sink | None:
@@ -455,6 +456,7 @@ class Tracker:
         st.sink = root_frame.sink if root_frame is not None else self.resolve(session)
         st.flushing = st.sink is not None
         st.flush_log = []
+        triggers.sharing.apply(session)
         if st.flushing and session._new and session._deleted:
             self._note_switches(st, session)
 

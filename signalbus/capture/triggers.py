@@ -35,21 +35,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Table, text
+from sqlalchemy import Column, Table, func, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, Session
 
 from ..bindings import Binding, qualified_name, registry
+from ..contexts import current_context
 from ..errors import BindingError
 from .plans import Plan, plans, redacted
 
 __all__ = [
     "VERSION",
+    "ContextSharing",
+    "share_context",
     "TriggerStatus",
     "TriggerTable",
     "install",
@@ -526,3 +531,58 @@ def uninstall(conn: Connection, found: Sequence[TriggerTable], *, changes_table:
         for stmt in _drop_sql(table, function, rows, key):
             conn.exec_driver_sql(stmt.replace("%", "%%"))
     return [key for key, *_rest in targets]
+
+
+class ContextSharing:
+    """Hands :func:`signalbus.context` to the triggers: before a session's flush or ORM
+    statement on PostgreSQL, ``set_config('signalbus.context', ..., true)`` on its
+    transaction, once per transaction (or SAVEPOINT) and context value, and only while
+    some binding says ``capture="trigger"``."""
+
+    KEY = "_signalbus_trigger_context"
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._active = False
+
+    @property
+    def active(self) -> bool:
+        if self._version != registry.version:
+            self._active = any(b.capture == "trigger" for b in registry.bindings)
+            self._version = registry.version
+        return self._active
+
+    def apply(self, session: Session) -> None:
+        """Share the current context with ``session``'s transaction, if it changed."""
+        if not self.active:
+            return
+        trans = session.get_nested_transaction() or session.get_transaction()
+        if trans is None:
+            return
+        ctx = current_context()
+        value = json.dumps(ctx, separators=(",", ":")) if ctx else ""
+        mark = session.info.get(self.KEY)
+        if mark is not None and mark[0]() is trans:
+            if mark[1] == value:
+                return
+        elif not value:
+            return  # a new transaction starts without the setting
+        conn = session.connection()
+        if conn.dialect.name != "postgresql":
+            return
+        share_context(conn, value)
+        session.info[self.KEY] = (weakref.ref(trans), value)
+
+
+def share_context(conn: Connection, value: str | None = None) -> None:
+    """Set the ``signalbus.context`` of ``conn``'s transaction (default: the current
+    :func:`signalbus.context`, as JSON) for the triggers of trigger-captured tables: what
+    signalbus does for sessions, for code that writes through a Core connection."""
+    if value is None:
+        ctx = current_context()
+        value = json.dumps(ctx, separators=(",", ":")) if ctx else ""
+    conn.execute(select(func.set_config(CONTEXT_SETTING, value, True)))
+
+
+sharing = ContextSharing()
+"""The process's :class:`ContextSharing` (bindings are process-wide, so is its cache)."""

@@ -212,12 +212,9 @@ class Converter:
                 found: dict[str, TriggerTable]) -> list[Outgoing]:
         """The events of one writer transaction's statements."""
         frame = Frame(None)
-        contexts: dict[Any, Any] = {}
         for s in statements:
-            t = found[s.table]
-            for change in self._row_changes(s, t):
+            for change in self._row_changes(s, found[s.table]):
                 frame.add(change)
-                contexts.setdefault(change.origin, s.context)
         redact_ = self.runtime.redact
         out: list[Outgoing] = []
         ids = new_ids(len(frame))
@@ -225,15 +222,8 @@ class Converter:
             if not isinstance(entry, RowChange):
                 continue
             bindings = plans.trigger(entry.cls, redact_).by_op.get(entry.op)
-            if not bindings:
-                continue
-            start = len(out)
-            row_events(entry, bindings, ids, out)
-            context = contexts.get(entry.origin)
-            frozen = freeze(context) if isinstance(context, dict) and context else EMPTY
-            for i in range(start, len(out)):
-                sender, event = out[i]
-                out[i] = (sender, _as_trigger(event, frozen))
+            if bindings:
+                row_events(entry, bindings, ids, out)
         return out
 
     def _row_changes(self, s: _Statement, t: TriggerTable) -> list[RowChange]:
@@ -243,6 +233,7 @@ class Converter:
         pk_at = [keys.index(k) for k in t.pk]
         root = mapper.base_mapper.class_
         occurred = s.created_at.astimezone(dt.UTC)
+        context = _context(s.context)
 
         def split(values: tuple[Any, ...]) -> tuple[type[Any], dict[str, Any], dict[str, Any]]:
             row = dict(zip(keys, values[:len(keys)], strict=True))
@@ -266,7 +257,7 @@ class Converter:
                 cls, row, digests = split(values)
                 if before is None:  # its key was changed by the statement: a new row
                     out.append(self._change(cls, root, "insert", pk, {**row, **digests}, {},
-                                            occurred))
+                                            occurred, context))
                     continue
                 _cls, old_row, old_digests = split(before)
                 old = {k: v for k, v in old_row.items() if not same(v, row[k])}
@@ -276,25 +267,26 @@ class Converter:
                     if digest != old_digests.get(k):
                         old[k] = old_digests.get(k)
                 out.append(self._change(cls, root, "update", pk, {**row, **digests}, old,
-                                        occurred))
+                                        occurred, context))
             for pk, values in olds.items():  # a key the statement changed: the old row
                 cls, row, digests = split(values)
                 out.append(self._change(cls, root, "delete", pk, {**row, **digests}, {},
-                                        occurred))
+                                        occurred, context))
         elif s.op == "insert":
             for values in s.new:
                 cls, row, digests = split(values)
                 out.append(self._change(cls, root, "insert", pk_of(values), {**row, **digests},
-                                        {}, occurred))
+                                        {}, occurred, context))
         else:
             for values in s.old:
                 cls, row, digests = split(values)
                 out.append(self._change(cls, root, "delete", pk_of(values), {**row, **digests},
-                                        {}, occurred))
+                                        {}, occurred, context))
         return out
 
     def _change(self, cls: type[Any], root: type[Any], op: str, pk: tuple[Any, ...],
-                row: dict[str, Any], old: dict[str, Any], occurred: dt.datetime) -> RowChange:
+                row: dict[str, Any], old: dict[str, Any], occurred: dt.datetime,
+                context: FrozenDict) -> RowChange:
         plan = plans.trigger(cls, self.runtime.redact)
         try:
             data = FrozenDict(_normalised(cls, [(k, row[k]) for k in plan.capture]))
@@ -307,7 +299,8 @@ class Converter:
             for k in old:
                 raw[k] = row.get(k)
         key = (root, pk)
-        return RowChange(cls, key, key, op, pk, data, raw, old, occurred, frozenset())
+        return RowChange(cls, key, key, op, pk, data, raw, old, occurred, frozenset(),
+                         "trigger", context)
 
 
 def _by_transaction(statements: Sequence[_Statement],
@@ -328,8 +321,15 @@ def _by_transaction(statements: Sequence[_Statement],
     return out
 
 
-def _as_trigger(event: Any, context: FrozenDict) -> Any:
-    fields: dict[str, Any] = {"source": "trigger"}
-    if context and hasattr(event, "context"):
-        fields["context"] = context
-    return dataclasses.replace(event, **fields)
+def _context(value: Any) -> FrozenDict:
+    """``event.context`` from the writer's ``signalbus.context`` setting (a JSON object);
+    anything else set there is ignored (with a warning: a typo must not stop delivery)."""
+    if value is None:
+        return EMPTY
+    if isinstance(value, dict):
+        frozen = freeze(value)
+        assert isinstance(frozen, FrozenDict)
+        return frozen
+    log.warning("signalbus: the signalbus.context setting of a captured change is not a JSON "
+                "object (%s); the event carries an empty context", type(value).__name__)
+    return EMPTY
