@@ -806,10 +806,11 @@ def overview(conn: Connection, since: dt.datetime) -> dict[str, Any]:
                                            o.c.state == DONE)
                                     .group_by(signal)):
         slot(name)["done_recent"] += int(count)
-    for name, state, count in conn.execute(
-            select(d.c.signal, d.c.state, func.count()).where(d.c.state != DELIVERED)
-            .group_by(d.c.signal, d.c.state)):
-        slot(name)["retrying" if state == PENDING else "dead"] += int(count)
+    for state, key in ((PENDING, "retrying"), (DEAD, "dead")):  # their indexes, not
+        for name, count in conn.execute(                      # every delivered row
+                select(d.c.signal, func.count()).where(d.c.state == state)
+                .group_by(d.c.signal)):
+            slot(name)[key] += int(count)
     return {"events": events, "estimated": estimated,
             "signals": dict(sorted(signals.items()))}
 
