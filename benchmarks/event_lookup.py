@@ -134,7 +134,7 @@ def write_cost(url: str, rows: int, batch: int, repeats: int) -> dict[str, list[
                 for name in SHAPES:
                     ratios[name].append(totals[name] / totals["none"])
     finally:
-        for name, engine in engines.items():
+        for engine in engines.values():
             engine.dispose()
     return ratios
 

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 import signalbus.outbox
-from signalbus.outbox import admin, browse
+from signalbus.outbox import admin, browse, sql
 
 SCHEMA = "signalbus_bench_web"
 
@@ -155,6 +155,10 @@ def main() -> None:
                 break
             deep = page["next"]
             page = browse.problems(engine, dead=True, limit=50, after=deep)
+        def run(fn: Callable[[Any], Any]) -> Any:
+            with engine.connect() as conn:
+                return fn(conn)
+
         rows: list[tuple[str, Callable[[], Any]]] = [
             ("overview: browse.overview (the page's counts, oldest, latest dead)",
              lambda: browse.overview(engine)),
@@ -173,6 +177,18 @@ def main() -> None:
              lambda: admin.status(engine, dead_limit=5)),
             ("for comparison: admin.status(exact=True) (`signalbus status --exact`)",
              lambda: admin.status(engine, dead_limit=5, exact=True)),
+            ("status, chosen: events per state (sql.event_counts: pending, dead counted, "
+             "done estimated)", lambda: run(sql.event_counts)),
+            ("status, chosen: done per signal from a sample (sql.done_per_signal_estimate)",
+             lambda: run(lambda c: sql.done_per_signal_estimate(c, 1_000_000))),
+            ("status, alternative: events per state, one pass over the table (no payload)",
+             lambda: run(lambda c: c.execute(text(
+                 "SELECT state, count(*) FROM signalbus_outbox GROUP BY state")).all())),
+            ("status, alternative: settled events counted on the settled index",
+             lambda: run(lambda c: c.execute(text(
+                 "SELECT count(*) FROM signalbus_outbox WHERE state <> 'pending'")).all())),
+            ("status, alternative: done per signal counted (sql.done_per_signal)",
+             lambda: run(sql.done_per_signal)),
         ]
         print(f"\n| query ({args.events:,} settled events) | median ms | min–max ms |")
         print("|---|---:|---:|")

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import BindingError, ConfigurationError
 from ..redaction import redact
 from . import schema, sql
-from .schema import DEAD, DELIVERED, DONE, PENDING
+from .schema import DEAD, DELIVERED, PENDING
 from .settings import OutboxSettings, aware, utcnow
 
 if TYPE_CHECKING:
