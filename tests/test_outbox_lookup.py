@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, inspect, text, update
+from sqlalchemy import event, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 import signalbus.outbox
@@ -198,3 +198,14 @@ def test_status_counts_a_small_outbox_and_estimates_done_on_a_large_one(outbox_e
     assert {s: c["dead"] for s, c in found["signals"].items()} == {
         s: c["dead"] for s, c in exact["signals"].items()}
     assert admin.status(outbox_engine, exact=True)["events"] == exact["events"]
+
+
+def test_a_row_stored_without_event_id_gets_its_payloads(outbox_engine):
+    with outbox_engine.begin() as conn:
+        sql.insert_events(conn, [{"row_key": None, "payload": {"id": "e-x", "signal": "s"}},
+                                 {"row_key": None, "payload": {"signal": "no id"}}])
+    with outbox_engine.connect() as conn:
+        row = sql.find_event(conn, "e-x")
+        assert row is not None and row.payload["id"] == "e-x"
+        assert conn.execute(select(outbox.c.event_id).order_by(outbox.c.id)).scalars().all() \
+            == ["e-x", None]

@@ -206,8 +206,10 @@ def insert_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     With psycopg 3 (synchronous) on PostgreSQL, one ``COPY … FROM STDIN`` on the
     transaction's own connection: half the cost of an ``executemany`` of the same rows
     (``benchmarks/outbox_shapes.py``), and rows are streamed, not collected first.
-    Elsewhere, one ``executemany``.
+    Elsewhere, one ``executemany``. A row without ``event_id`` gets its payload's ``id``.
     """
+    rows = (row if "event_id" in row else {**row, "event_id": _payload_id(row["payload"])}
+            for row in rows)
     dialect = conn.dialect
     if dialect.name == "postgresql" and dialect.driver == "psycopg" and not dialect.is_async:
         dumps = getattr(dialect, "_json_serializer", None) or json.dumps
@@ -225,6 +227,11 @@ def insert_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     rows = list(rows)
     if rows:
         conn.execute(outbox.insert(), rows)
+
+
+def _payload_id(payload: Any) -> str | None:
+    found = payload.get("id") if isinstance(payload, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def notify(conn: Connection, settings: OutboxSettings) -> None:
