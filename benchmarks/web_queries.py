@@ -8,12 +8,11 @@ Run from the repository root (not part of ``make bench`` nor of the test suite):
 Seeds, in a schema of its own (dropped at the end), with ``INSERT … SELECT
 generate_series`` (a few seconds): ``--events`` settled events over the last two days
 (5 signals), 5 % of them with a delivery row (a retry delivered later), 0.2 % dead, 500
-failing (pending after an attempt) and 200 pending events; then ``ANALYZE``. Then it
-times, with the page's own functions (:mod:`signalbus.outbox.admin`,
+failing (pending after an attempt) and 200 pending events (each row's ``event_id``
+column filled as the write at commit fills it); then ``ANALYZE``. Then it times, with
+the page's own functions (:mod:`signalbus.outbox.admin`,
 :mod:`signalbus.outbox.browse`), each page's reads: wall time, median (and min–max) of
-``--repeat`` runs after one warm-up. With ``--event-index`` it also times the event
-lookup with an expression index on ``payload->>'id'`` (what the lookup would need to
-stay fast; not in the schema). Nothing is asserted.
+``--repeat`` runs after one warm-up. Nothing is asserted.
 
 The PostgreSQL server is ``SIGNALBUS_BENCH_POSTGRES`` (else the test suite's).
 """
@@ -31,7 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 import signalbus.outbox
-from signalbus.outbox import admin, browse
+from signalbus.outbox import admin, browse, sql
 
 SCHEMA = "signalbus_bench_web"
 
@@ -47,8 +46,8 @@ def postgres_url() -> str:
 SEED = [
     # settled events: done, over the last two days, ids in commit order
     """
-    INSERT INTO signalbus_outbox (row_key, payload, state, created_at, settled_at)
-    SELECT 'app.models:User#' || i,
+    INSERT INTO signalbus_outbox (row_key, event_id, payload, state, created_at, settled_at)
+    SELECT 'app.models:User#' || i, md5(i::text)::uuid::text,
            json_build_object('id', md5(i::text)::uuid::text, 'signal', 'signal_' || (i % 5),
                              'model', 'app.models:User', 'op', 'insert', 'pk', i,
                              'data', json_build_object('id', i, 'email', 'u' || i || '@example.com',
@@ -78,8 +77,8 @@ SEED = [
     """,
     # pending events (recent) and failing deliveries
     """
-    INSERT INTO signalbus_outbox (row_key, payload, state, created_at)
-    SELECT 'app.models:User#p' || i,
+    INSERT INTO signalbus_outbox (row_key, event_id, payload, state, created_at)
+    SELECT 'app.models:User#p' || i, md5('p' || i)::uuid::text,
            json_build_object('id', md5('p' || i)::uuid::text, 'signal', 'signal_1',
                              'model', 'app.models:User', 'op', 'insert', 'pk', i,
                              'data', '{}'::json, 'changes', '{}'::json,
@@ -123,8 +122,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--event-index", action="store_true",
-                        help="also time the event lookup with an index on payload->>'id'")
     args = parser.parse_args()
 
     url = postgres_url()
@@ -158,6 +155,10 @@ def main() -> None:
                 break
             deep = page["next"]
             page = browse.problems(engine, dead=True, limit=50, after=deep)
+        def run(fn: Callable[[Any], Any]) -> Any:
+            with engine.connect() as conn:
+                return fn(conn)
+
         rows: list[tuple[str, Callable[[], Any]]] = [
             ("overview: browse.overview (the page's counts, oldest, latest dead)",
              lambda: browse.overview(engine)),
@@ -169,11 +170,25 @@ def main() -> None:
              lambda: browse.problems(engine, dead=True, limit=50, after=deep)),
             ("failing: first page (50)", lambda: browse.problems(engine, dead=False, limit=50)),
             ("event: id with a delivery row", lambda: browse.event(engine, tracked)),
-            ("event: id without one (payload lookup)", lambda: browse.event(engine, some)),
+            ("event: id without one (never failed)", lambda: browse.event(engine, some)),
             ("event: unknown id", lambda: browse.event(engine, "no-such-id")),
             ("lag (metrics gauges, status --fail-if-lag)", lambda: browse.lag(engine)),
-            ("for comparison: admin.status (`signalbus status`: per signal over every row)",
+            ("status: admin.status (`signalbus status`: done estimated)",
              lambda: admin.status(engine, dead_limit=5)),
+            ("for comparison: admin.status(exact=True) (`signalbus status --exact`)",
+             lambda: admin.status(engine, dead_limit=5, exact=True)),
+            ("status, chosen: events per state (sql.event_counts: pending, dead counted, "
+             "done estimated)", lambda: run(sql.event_counts)),
+            ("status, chosen: done per signal from a sample (sql.done_per_signal_estimate)",
+             lambda: run(lambda c: sql.done_per_signal_estimate(c, 1_000_000))),
+            ("status, alternative: events per state, one pass over the table (no payload)",
+             lambda: run(lambda c: c.execute(text(
+                 "SELECT state, count(*) FROM signalbus_outbox GROUP BY state")).all())),
+            ("status, alternative: settled events counted on the settled index",
+             lambda: run(lambda c: c.execute(text(
+                 "SELECT count(*) FROM signalbus_outbox WHERE state <> 'pending'")).all())),
+            ("status, alternative: done per signal counted (sql.done_per_signal)",
+             lambda: run(sql.done_per_signal)),
         ]
         print(f"\n| query ({args.events:,} settled events) | median ms | min–max ms |")
         print("|---|---:|---:|")
@@ -184,18 +199,6 @@ def main() -> None:
 
         for label, fn in rows:
             report(label, fn)
-        if args.event_index:
-            started = time.perf_counter()
-            with engine.begin() as conn:
-                conn.execute(text("CREATE INDEX bench_payload_id ON signalbus_outbox "
-                                  "((payload->>'id'))"))
-                conn.execute(text("ANALYZE signalbus_outbox"))
-            print(f"| (index on payload->>'id' built in {time.perf_counter() - started:.1f} s) "
-                  "| | |")
-            report("event: id without a delivery row, with the index",
-                   lambda: browse.event(engine, some))
-            report("event: unknown id, with the index",
-                   lambda: browse.event(engine, "no-such-id"))
     finally:
         engine.dispose()
         with admin_engine.begin() as conn:

@@ -309,10 +309,13 @@ def worker_command(once: bool, batch: int | None, poll: float | None, lease: flo
 @click.option("--fail-if-lag", "fail_if_lag", type=click.FloatRange(min=0), default=None,
               metavar="SECONDS", help="Only check the lag (cheap): exit 1 if the oldest "
               "pending event or delivery waits longer than SECONDS (for cron monitors).")
+@click.option("--exact", is_flag=True, help="Count done events too, in all and per signal, "
+              "on a large PostgreSQL outbox (estimated by default: counting reads every "
+              "stored event, seconds per million).")
 @_json_option
 @_app_option
 def status_command(as_json: bool, app_import: str | None,
-                   fail_if_lag: float | None = None) -> None:
+                   fail_if_lag: float | None = None, exact: bool = False) -> None:
     """Show the outbox: events and deliveries per state and signal, the oldest pending,
     the latest dead."""
     from .outbox import admin
@@ -322,7 +325,7 @@ def status_command(as_json: bool, app_import: str | None,
         return
     with _opened(app_import) as runtime:
         engine = _engine(runtime)
-        report = admin.status(engine)
+        report = admin.status(engine, exact=exact)
         captured = _captured(runtime, engine)
     if captured is not None:
         report["captured"] = captured
@@ -330,10 +333,11 @@ def status_command(as_json: bool, app_import: str | None,
         _echo_json(report)
         return
     ev, de = report["events"], report["deliveries"]
+    about = "~" if report["estimated"] else ""
     lines = [
         f"outbox ({report['database']}, schema {report['schema_version']}): "
-        f"{sum(ev.values())} events stored",
-        f"  events      pending {ev['pending']}  done {ev['done']}  dead {ev['dead']}",
+        f"{about}{sum(ev.values())} events stored",
+        f"  events      pending {ev['pending']}  done {about}{ev['done']}  dead {ev['dead']}",
         f"  deliveries  pending {de['pending']}  delivered {de['delivered']}  dead {de['dead']}"
         "  (rows of receivers tracked on their own: retries, replays)",
         f"  due now {report['due']}, claimed by a worker {report['claimed']}, oldest pending: "
@@ -346,8 +350,11 @@ def status_command(as_json: bool, app_import: str | None,
         lines.append(f"  {'signal'.ljust(width)}  {'pending':>8}  {'done':>8}  "
                      f"{'retrying':>8}  {'dead':>6}")
         for signal, c in report["signals"].items():
-            lines.append(f"  {signal.ljust(width)}  {c['pending']:>8}  {c['done']:>8}  "
-                         f"{c['retrying']:>8}  {c['dead']:>6}")
+            lines.append(f"  {signal.ljust(width)}  {c['pending']:>8}  "
+                         f"{about + str(c['done']):>8}  {c['retrying']:>8}  {c['dead']:>6}")
+        if about:
+            lines.append("  (~: estimated from the table's statistics and a sample; "
+                         "--exact counts them)")
     if captured is not None:
         changes = captured["changes"]
         lines.append(f"  captured by triggers: {changes['waiting']} changes waiting, "

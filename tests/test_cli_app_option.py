@@ -92,7 +92,7 @@ def test_the_app_is_found_the_same_way_for_every_command(host: Path, command: li
 
 CONTRACT = {
     "list": {"delivery", "signals", "plugins"},
-    "status": {"database", "schema_version", "events", "deliveries", "due", "claimed",
-               "oldest_pending_age_seconds", "signals", "dead"},
+    "status": {"database", "schema_version", "events", "estimated", "deliveries", "due",
+               "claimed", "oldest_pending_age_seconds", "signals", "dead"},
     "catalog": {"catalog_version", "delivery", "signals", "plugins"},
 }

@@ -148,6 +148,30 @@ def test_status_counts_states_signals_and_the_dead(app):
     assert "RuntimeError: no thanks, b@example.com" in human
 
 
+def test_status_marks_estimates_and_exact_counts(app, monkeypatch):
+    join(app, "a@example.com", "b@example.com", "c@example.com")
+    run(app, "worker", "--once")
+    assert run_json(app, "status")["estimated"] == []
+    monkeypatch.setattr(signalbus.outbox.sql, "ESTIMATE_ABOVE", -1)  # every table "large"
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE signalbus_outbox")
+                conn.commit()
+    found = run_json(app, "status")
+    exact = run_json(app, "status", "--exact")
+    assert exact["estimated"] == [] and exact["events"]["done"] == 3
+    assert exact["signals"]["ob_cli_joined"]["done"] == 3
+    human = run(app, "status").stdout
+    if found["database"] == "sqlite":  # no row count statistics: always counted
+        assert found["estimated"] == [] and "~" not in human
+        return
+    assert found["estimated"] == ["events.done", "signals.done"]
+    assert found["events"]["done"] == 3  # ANALYZE counted this small table exactly
+    assert "done ~3" in human and "--exact counts them" in human
+    assert "~" not in run(app, "status", "--exact").stdout
+
+
 @pytest.mark.signalbus_receiver_errors("log")
 def test_retry_brings_a_dead_delivery_back_and_it_succeeds(app):
     FAIL.add("b@example.com")

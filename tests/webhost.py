@@ -134,7 +134,8 @@ def join(app: Flask, *emails: str) -> None:
 
 def seed_secret_event(app: Flask) -> str:
     """An event row whose payload holds columns named like redacted ones and a webhook
-    URL in a value (as a row written by another tool could): its event id."""
+    URL in a value (as a row written by another tool could, naming its ``event_id`` as
+    the schema asks): its event id."""
     event_id = "0badc0de-0000-4000-8000-000000000001"
     payload = {
         "id": event_id, "signal": "web_member_joined", "model": None, "op": "insert",
@@ -146,5 +147,6 @@ def seed_secret_event(app: Flask) -> str:
     with app.app_context():
         with db.engine.begin() as conn:
             conn.execute(insert(signalbus.outbox.outbox),
-                         [{"row_key": None, "payload": json.loads(json.dumps(payload))}])
+                         [{"row_key": None, "event_id": event_id,
+                           "payload": json.loads(json.dumps(payload))}])
     return event_id

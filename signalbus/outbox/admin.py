@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import BindingError, ConfigurationError
 from ..redaction import redact
 from . import schema, sql
-from .schema import DEAD, DELIVERED, DONE, PENDING
+from .schema import DEAD, DELIVERED, PENDING
 from .settings import OutboxSettings, aware, utcnow
 
 if TYPE_CHECKING:
@@ -67,16 +67,22 @@ def _checked(conn: Connection) -> Connection:
     return conn
 
 
-def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
+def status(engine: Engine, *, dead_limit: int = 10, exact: bool = False) -> dict[str, Any]:
     """Events and deliveries per state, per signal, what is due and claimed, the age of
-    the oldest pending work, and the latest dead ones (errors redacted)."""
+    the oldest pending work, and the latest dead ones (errors redacted).
+
+    Everything is counted, except ``done`` events on a large PostgreSQL outbox (over
+    :data:`~signalbus.outbox.sql.ESTIMATE_ABOVE` rows): their total is estimated from
+    the table's statistics and their split per signal from a sample, and
+    ``"estimated"`` lists those figures; ``exact`` counts them too (reads every stored
+    payload: seconds per million events)."""
     now = utcnow()
     with engine.connect() as conn:
         _checked(conn)
-        found = sql.counts(conn, now)
+        found = sql.counts(conn, now, exact=exact)
         dead_rows, dead_events = sql.latest_dead(conn, dead_limit)
         handed_over = sql.handed_over(conn, now)
-    events = {PENDING: 0, DONE: 0, DEAD: 0}
+    events = dict(found["states"])
     states = {PENDING: 0, DELIVERED: 0, DEAD: 0}
     per_signal: dict[str, dict[str, int]] = {}
 
@@ -85,7 +91,6 @@ def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
                                                    "dead": 0})
 
     for signal, state, count in found["events"]:
-        events[state] = events.get(state, 0) + count
         of(signal)[state] = of(signal).get(state, 0) + count
     for signal, state, count in found["deliveries"]:
         states[state] = states.get(state, 0) + count
@@ -110,6 +115,7 @@ def status(engine: Engine, *, dead_limit: int = 10) -> dict[str, Any]:
         "database": engine.dialect.name,
         "schema_version": schema.SCHEMA_VERSION,
         "events": events,
+        "estimated": ["events.done", "signals.done"] if found["estimated"] else [],
         "deliveries": states,
         "due": found["due"],
         "claimed": found["claimed"],

@@ -60,7 +60,8 @@ def lag(engine: Engine, *, now: dt.datetime | None = None) -> dict[str, Any]:
 def overview(engine: Engine, *, recent: dt.timedelta = dt.timedelta(hours=1),
              dead_limit: int = 5, now: dt.datetime | None = None) -> dict[str, Any]:
     """What the overview page shows, cheap on a large outbox (see
-    :func:`signalbus.outbox.sql.overview`): ``events`` per state; ``deliveries`` per
+    :func:`signalbus.outbox.sql.overview`): ``events`` per state (``estimated``: whether
+    ``done`` is an estimate, on a large PostgreSQL outbox); ``deliveries`` per
     state; ``signals``: per signal, pending events, events done within ``recent``,
     retrying and dead deliveries; ``receivers``: :func:`per_receiver`; the oldest
     pending age (:func:`lag`); the ``dead_limit`` latest dead deliveries."""
@@ -77,6 +78,7 @@ def overview(engine: Engine, *, recent: dt.timedelta = dt.timedelta(hours=1),
             states[state] = states.get(state, 0) + n
     return {
         "events": counts["events"],
+        "estimated": counts["estimated"],
         "deliveries": states,
         "signals": counts["signals"],
         "receivers": receivers,

@@ -77,11 +77,14 @@ __all__ = [
     "outbox",
     "schema_version",
     "stamp",
+    "upgrade_sql",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the tables below. 1 was the unreleased two-table layout
-(``signalbus_events`` + ``signalbus_deliveries``, one row per receiver at commit)."""
+(``signalbus_events`` + ``signalbus_deliveries``, one row per receiver at commit); 2
+had no ``event_id`` column on the outbox, no index of its dead rows and no
+``signalbus_outbox_changes`` (:func:`upgrade_sql` gives the step from 2)."""
 
 PENDING = "pending"
 """An event not yet settled; a delivery still to be made (first run or retry)."""
@@ -99,6 +102,7 @@ metadata = MetaData()
 
 _PENDING_ONLY = text("state = 'pending'")
 _SETTLED_ONLY = text("state <> 'pending'")
+_DEAD_ONLY = text("state = 'dead'")
 
 # SQLite gives auto-increment ids only to an INTEGER PRIMARY KEY.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -110,6 +114,8 @@ outbox = Table(
            comment="allocated at commit: the order of one row's events"),
     Column("row_key", String(255), nullable=True,
            comment="model and primary key: events of one row are delivered in order"),
+    Column("event_id", String(36), nullable=True,
+           comment="the payload's id, written at commit: what a lookup by event id reads"),
     Column("payload", JSON, nullable=False,
            comment="Event.to_dict() without attempt: id, signal, model, op, pk, data..."),
     Column("state", String(8), nullable=False, server_default=PENDING),
@@ -129,6 +135,13 @@ outbox = Table(
     # so the commit does not pay for it)
     Index("ix_signalbus_outbox_settled", "settled_at",
           postgresql_where=_SETTLED_ONLY, sqlite_where=_SETTLED_ONLY),
+    # the event page, retry/replay --event: a hash index on PostgreSQL (equality is all
+    # they ask; smaller and cheaper to write than a btree: docs/outbox-design.md)
+    Index("ix_signalbus_outbox_event_id", "event_id", postgresql_using="hash"),
+    # the dead list and status: dead rows only (none at commit, a handful in a table of
+    # millions, which the settled index would walk through)
+    Index("ix_signalbus_outbox_dead", "settled_at", "id",
+          postgresql_where=_DEAD_ONLY, sqlite_where=_DEAD_ONLY),
     comment="signalbus outbox: committed events",
 )
 """One row per committed event."""
@@ -229,6 +242,69 @@ def include_in(target: MetaData) -> None:
                 event.listen(copy, "after_create", _stamp_after_create)
 
 
+_UPGRADE_FROM_2 = {
+    "postgresql": [
+        "ALTER TABLE signalbus_outbox ADD COLUMN IF NOT EXISTS event_id VARCHAR(36)",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_signalbus_outbox_event_id "
+        "ON signalbus_outbox USING hash (event_id)",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_signalbus_outbox_dead "
+        "ON signalbus_outbox (settled_at, id) WHERE state = 'dead'",
+        "UPDATE signalbus_outbox_schema SET version = 3",
+        # once no process of the earlier release writes events any more: fill the rows
+        # stored without the column, 10,000 at a time (run it until it updates none)
+        "UPDATE signalbus_outbox SET event_id = payload->>'id' WHERE id IN "
+        "(SELECT id FROM signalbus_outbox WHERE event_id IS NULL LIMIT 10000)",
+    ],
+    "sqlite": [
+        "ALTER TABLE signalbus_outbox ADD COLUMN event_id VARCHAR(36)",
+        "CREATE INDEX IF NOT EXISTS ix_signalbus_outbox_event_id "
+        "ON signalbus_outbox (event_id)",
+        "CREATE INDEX IF NOT EXISTS ix_signalbus_outbox_dead "
+        "ON signalbus_outbox (settled_at, id) WHERE state = 'dead'",
+        "UPDATE signalbus_outbox_schema SET version = 3",
+        "UPDATE signalbus_outbox SET event_id = json_extract(payload, '$.id') "
+        "WHERE event_id IS NULL",
+    ],
+}
+
+
+def upgrade_sql(dialect: str, from_version: int) -> list[str]:
+    """The statements that upgrade the outbox tables from ``from_version`` to
+    :data:`SCHEMA_VERSION` on ``dialect`` (``"postgresql"`` or ``"sqlite"``), in order,
+    for an operator to run (``psql``, ``sqlite3``, or ``op.execute`` in an Alembic
+    migration: on PostgreSQL outside a transaction, for ``CREATE INDEX CONCURRENTLY``).
+    The last one fills ``event_id`` of the rows stored before: run it, until it updates
+    no row, once no process of the earlier release writes events. docs/outbox-design.md
+    ("Schema versions") explains each step."""
+    if from_version != 2:
+        raise ConfigurationError(
+            f"no upgrade step from outbox schema version {from_version} to "
+            f"{SCHEMA_VERSION}: only from version 2 (see docs/outbox-design.md, \"Schema "
+            "versions\"); with nothing pending, drop_all + create_all.")
+    if dialect not in _UPGRADE_FROM_2:
+        raise ConfigurationError(
+            f"no upgrade statements for the {dialect!r} database, only for "
+            f"{' and '.join(sorted(_UPGRADE_FROM_2))}: write the same steps "
+            "(docs/outbox-design.md, \"Schema versions\") in its SQL.")
+    statements = list(_UPGRADE_FROM_2[dialect])
+    # the table trigger capture writes into (new in version 3): before the version row
+    at = statements.index("UPDATE signalbus_outbox_schema SET version = 3")
+    statements[at:at] = _create_sql(changes, dialect)
+    return statements
+
+
+def _create_sql(table: Table, dialect: str) -> list[str]:
+    """``CREATE TABLE IF NOT EXISTS`` and its indexes, as ``dialect`` writes them."""
+    from sqlalchemy.dialects import registry as dialects
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    d = dialects.load(dialect)()
+    out = [str(CreateTable(table, if_not_exists=True).compile(dialect=d)).strip()]
+    out += [str(CreateIndex(ix, if_not_exists=True).compile(dialect=d)).strip()
+            for ix in sorted(table.indexes, key=lambda ix: str(ix.name))]
+    return [" ".join(line.strip() for line in stmt.splitlines()) for stmt in out]
+
+
 class SchemaMismatch(ConfigurationError):
     """The database's outbox tables are missing, or of another schema version."""
 
@@ -264,6 +340,12 @@ def check(connection: Connection) -> None:
         if found and max(found) > SCHEMA_VERSION:
             step = ("upgrade signalbus in this process (pip install -U sqlalchemy-signalbus) "
                     "to the release that wrote it")
+        elif found == [2]:
+            step = ("run the statements of signalbus.outbox.schema.upgrade_sql("
+                    f"{connection.dialect.name!r}, 2) (docs/outbox-design.md, \"Schema "
+                    "versions\", version 2 -> 3: an event_id column and two indexes, "
+                    "built with CREATE INDEX CONCURRENTLY on PostgreSQL), or, with nothing "
+                    "pending, drop_all + create_all")
         else:
             step = ("run the upgrade in docs/outbox-design.md (\"Schema versions\") for "
                     f"version {have} -> {SCHEMA_VERSION}, or, with nothing pending, "

@@ -107,14 +107,15 @@ class Outbox:
 
     @staticmethod
     def rows(items: Sequence[Outgoing]) -> Iterator[dict[str, Any]]:
-        """The :data:`~signalbus.outbox.schema.outbox` rows of ``items``, in order, one
-        at a time (a large transaction's rows are never all held at once)."""
+        """The :data:`~signalbus.outbox.schema.outbox` rows of ``items`` (``row_key``,
+        ``event_id``, ``payload``), in order, one at a time (a large transaction's rows
+        are never all held at once)."""
         for _sender, event in items:
             payload = event.to_dict()
             del payload["attempt"]
             for stamp in stamps:
                 stamp(payload)
-            yield {"row_key": row_key(event), "payload": payload}
+            yield {"row_key": row_key(event), "event_id": event.id, "payload": payload}
 
     def store(self, connection: Connection, items: Sequence[Outgoing]) -> None:
         """Insert the rows of ``items`` on ``connection`` (inside its transaction), then
