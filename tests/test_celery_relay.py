@@ -226,3 +226,37 @@ def test_two_copies_of_a_task_never_hold_one_delivery_at_once(tables):
         sql.unlock_delivery(b, 42)
         if postgres:  # the pooled connection goes back as it came
             assert a.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_relay_started_while_the_database_is_down_waits_for_it(tables, redis_queue, caplog):
+    import logging
+
+    from tests.test_outbox_robustness import Proxy, pg_via, run_in_thread, wait_for
+
+    client, queue = redis_queue
+    rt = runtime(tables)
+    signalbus.celery.init_celery(rt)
+    proxy = Proxy((tables.url.host or "127.0.0.1", tables.url.port or 5432))
+    down = pg_via(proxy)
+    relay = Relay(rt, engine=down, poll=0.05, handle_signals=False, listen=False)
+    with caplog.at_level(logging.WARNING, logger="signalbus"):
+        thread, errors = run_in_thread(relay)  # type: ignore[arg-type]
+        try:
+            wait_for(lambda: sum("database unavailable" in r.getMessage()
+                                 for r in caplog.records) >= 3, 30, "no retry was logged")
+            assert thread.is_alive() and not errors  # it waits, it does not exit
+            commit_tickets(rt)
+            proxy.start()  # the database is back
+            wait_for(lambda: client.llen(queue) >= 2, 30, "nothing was handed over")
+        finally:
+            relay.stop()
+            thread.join(30)
+            relay.close()
+            proxy.stop()
+            down.dispose()
+    assert not errors, errors
+    first_line = next(r.getMessage() for r in caplog.records
+                      if "database unavailable" in r.getMessage())
+    assert first_line.startswith(f"signalbus relay {relay.name}: database unavailable "
+                                 "(attempt 1), retrying in ")

@@ -43,13 +43,12 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import BindingError, ConfigurationError
 from ..outbox import schema, sql
 from ..outbox.changes import Converter
-from ..outbox.daemon import Stoppable, reconnect_delay
+from ..outbox.daemon import CONNECTION_ERRORS, Stoppable, reconnect_delay
 from ..outbox.listen import Listener, open_listener
 from ..outbox.settings import OutboxSettings, engine_of, utcnow
 from ..redaction import redact
@@ -63,7 +62,6 @@ __all__ = ["Relay", "RelayStats", "backend_of"]
 
 log = logging.getLogger("signalbus")
 
-_DB_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError)
 
 
 @dataclasses.dataclass
@@ -159,8 +157,9 @@ class Relay(Stoppable):
         listener: Listener | None = None
         failures = 0
         try:
-            with self.engine.connect() as conn:
-                schema.check(conn)
+            if not self._wait_for_database(self.engine, self.settings.poll, once,
+                                           schema.check):
+                return self.stats
             if self.listen and not once:
                 self._open_wake()
                 listener = open_listener(self.engine, self.settings.channel)
@@ -169,7 +168,7 @@ class Relay(Stoppable):
                     listener = listener.drain()
                 try:
                     moved = self.run_round()
-                except (*_DB_ERRORS, BrokerUnavailable) as exc:
+                except (*CONNECTION_ERRORS, BrokerUnavailable) as exc:
                     if once:
                         raise
                     failures += 1

@@ -1,6 +1,7 @@
 """What the outbox worker and the Celery relay share as long-running loops: a stop that
-is thread- and signal-safe and wakes a waiting ``select``, SIGTERM/SIGINT handling, and
-the delay before reconnecting to a database that went away."""
+is thread- and signal-safe and wakes a waiting ``select``, SIGTERM/SIGINT handling, the
+delay before reconnecting to a database that went away, and the wait for a database that
+is down when the loop starts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Stoppable", "reconnect_delay"]
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from ..redaction import redact
+
+__all__ = ["CONNECTION_ERRORS", "Stoppable", "reconnect_delay"]
+
+CONNECTION_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError)
+"""Errors of a database that is down or a connection that was lost: waited out."""
 
 log = logging.getLogger("signalbus")
 
@@ -56,6 +65,28 @@ class Stoppable:
             for sock in self._wake:
                 sock.close()
             self._wake = None
+
+    def _wait_for_database(self, engine: Engine, poll: float, once: bool,
+                           check: Callable[[Connection], None]) -> bool:
+        """Run ``check`` on a new connection, waiting with backoff while the database is
+        down (``once``: raise at once). Whether to go on (``False``: stopped while
+        waiting)."""
+        attempt = 0
+        while True:
+            try:
+                with engine.connect() as conn:
+                    check(conn)
+                return True
+            except CONNECTION_ERRORS as exc:
+                if once:
+                    raise
+                attempt += 1
+                wait = reconnect_delay(poll, attempt)
+                log.warning("signalbus %s %s: database unavailable (attempt %d), retrying "
+                            "in %.1fs: %s", self.kind, self.name, attempt, wait,
+                            redact(str(exc)))
+                if self._stop.wait(wait):
+                    return False
 
     def _install_signal_handlers(self, what: str | None = None) -> Callable[[], None]:
         """SIGTERM/SIGINT stop the loop (a second one interrupts it at once); returns

@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from .. import delivery
@@ -61,7 +60,7 @@ from ..events import Event
 from ..redaction import describe_error, redact
 from . import retry, schema, sql
 from .changes import Converter
-from .daemon import Stoppable, reconnect_delay
+from .daemon import CONNECTION_ERRORS, Stoppable, reconnect_delay
 from .listen import Listener, open_listener
 from .settings import OutboxSettings, engine_of, utcnow
 
@@ -77,7 +76,6 @@ log = logging.getLogger("signalbus")
 
 T = TypeVar("T")
 
-_CONNECTION_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError)
 
 DELIVERIES_EVERY = 0.1
 """Seconds between looks for due deliveries while events keep the worker busy."""
@@ -229,7 +227,8 @@ class Worker(Stoppable):
         listener: Listener | None = None
         failures = 0
         try:
-            if not self._wait_for_database(once):
+            if not self._wait_for_database(self.engine, self.settings.poll, once,
+                                           self._check):
                 return self.stats
             if self.postgres:
                 self._ticker = _Ticker(self)
@@ -243,7 +242,7 @@ class Worker(Stoppable):
                     listener = listener.drain()
                 try:
                     claimed = self.run_batch()
-                except _CONNECTION_ERRORS as exc:
+                except CONNECTION_ERRORS as exc:
                     if once:
                         raise
                     failures += 1
@@ -285,26 +284,10 @@ class Worker(Stoppable):
     def _reconnect_delay(self, attempt: int) -> float:
         return reconnect_delay(self.settings.poll, attempt)
 
-    def _wait_for_database(self, once: bool) -> bool:
-        """Check the schema, waiting for the database with backoff while it is down
-        (``once``: raise at once). Whether to go on (``False``: stopped while waiting)."""
-        attempt = 0
-        while True:
-            try:
-                with self.engine.connect() as conn:
-                    schema.check(conn)
-                    if self.converter is not None and self.converter.active:
-                        self._report_triggers(conn)
-                return True
-            except _CONNECTION_ERRORS as exc:
-                if once:
-                    raise
-                attempt += 1
-                wait = self._reconnect_delay(attempt)
-                log.warning("signalbus worker %s: database unavailable (attempt %d), retrying "
-                            "in %.1fs: %s", self.name, attempt, wait, redact(str(exc)))
-                if self._stop.wait(wait):
-                    return False
+    def _check(self, conn: Connection) -> None:
+        schema.check(conn)
+        if self.converter is not None and self.converter.active:
+            self._report_triggers(conn)
 
     def _report_triggers(self, conn: Connection) -> None:
         """Log each trigger-captured table whose triggers are not as its bindings want."""
