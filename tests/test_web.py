@@ -361,3 +361,22 @@ def test_the_page_loads_nothing_from_another_site(app: Flask, client: FlaskClien
             text = response.get_data(as_text=True)
         assert response.status_code == 200
         assert "http" not in text and "@import" not in text
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_overview_shows_changes_captured_by_triggers(app: Flask,
+                                                         client: FlaskClient) -> None:
+    html = client.get(PREFIX + "/").get_data(as_text=True)
+    assert 'id="tile-captured"' not in html  # nothing captured: no tile
+    from signalbus.outbox.schema import changes
+
+    with engine(app).begin() as conn:
+        conn.execute(changes.insert(), [
+            {"txid": 1, "source_table": "public.accounts", "op": "insert", "last_error": None},
+            {"txid": 2, "source_table": "public.accounts", "op": "insert",
+             "last_error": "reading postgresql://ops:s3cret@db/app failed"}])
+    html = client.get(PREFIX + "/").get_data(as_text=True)
+    tile = re.search(r'<div class="tile bad" id="tile-captured">(.*?)</div>', html, re.S)
+    assert tile, html
+    assert 'class="value">1<' in tile.group(1) and "1 failed" in tile.group(1)
+    assert "s3cret" not in html

@@ -64,7 +64,9 @@ def overview(engine: Engine, *, recent: dt.timedelta = dt.timedelta(hours=1),
     ``done`` is an estimate, on a large PostgreSQL outbox); ``deliveries`` per
     state; ``signals``: per signal, pending events, events done within ``recent``,
     retrying and dead deliveries; ``receivers``: :func:`per_receiver`; the oldest
-    pending age (:func:`lag`); the ``dead_limit`` latest dead deliveries."""
+    pending age (:func:`lag`); the ``dead_limit`` latest dead deliveries; ``captured``
+    (PostgreSQL): statements captured by triggers ``waiting`` to be turned into events
+    and ``failed`` ones, with the latest error."""
     now = now or utcnow()
     with engine.connect() as conn:
         schema.check(conn)
@@ -72,6 +74,8 @@ def overview(engine: Engine, *, recent: dt.timedelta = dt.timedelta(hours=1),
         events, ndeliveries, oldest = sql.pending_summary(conn)
         receivers = sql.deliveries_per_receiver(conn)
         latest = sql.problem_deliveries(conn, dead=True, limit=dead_limit)
+        # statements captured by database triggers, not yet turned into events
+        captured = sql.changes_summary(conn) if conn.dialect.name == "postgresql" else None
     states = {PENDING: 0, DELIVERED: 0, DEAD: 0}
     for per_state in receivers.values():
         for state, n in per_state.items():
@@ -83,6 +87,9 @@ def overview(engine: Engine, *, recent: dt.timedelta = dt.timedelta(hours=1),
         "signals": counts["signals"],
         "receivers": receivers,
         "recent_seconds": recent.total_seconds(),
+        "captured": None if captured is None else {
+            "waiting": captured["waiting"], "failed": captured["failed"],
+            "latest_error": _error(captured["latest_error"])},
         "oldest_pending_age_seconds": (
             round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else None),
         "dead": [{
