@@ -605,3 +605,27 @@ def test_context_reaches_trigger_captured_events(bus, engine, factory, recorder)
         ("account_created", 3): {"actor": "nightly"},
         ("account_created", 4): {"actor": "core"},
     }
+
+
+def test_a_writer_needs_no_privilege_on_signalbus_tables(bus, engine, recorder):
+    """Another service's role may write the captured table and nothing of signalbus's:
+    the trigger function runs as the role that installed it."""
+    bind_accounts()
+    install(bus, engine)
+    role = f"sb_writer_{os.getpid()}"
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        conn.execute(text(f'CREATE ROLE "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA "{PG_SCHEMA}" TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE ON sb_accounts TO "{role}"'))
+    try:
+        psql(f'SET ROLE "{role}"; INSERT INTO sb_accounts (id, email) VALUES (1, \'a@x.org\')')
+        refused = psql(f'SET ROLE "{role}"; SELECT count(*) FROM signalbus_outbox_changes',
+                       check=False)
+        assert "permission denied" in refused.stderr
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+    drain(bus)
+    assert [e.pk for e in recorder.of("account_created")] == [1]

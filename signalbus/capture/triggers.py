@@ -176,8 +176,11 @@ class TriggerTable:
             return (f"INSERT INTO {self.qualified_rows} ({columns})\n      SELECT change, "
                     f"{side}, {self._select(alias)} FROM {table} {alias};")
 
+        # SECURITY DEFINER: a writer needs no privilege on signalbus's tables (the
+        # function writes them as the role that installed it); every name it uses is
+        # qualified, and its search_path is fixed so that no writer can redirect one
         return f"""CREATE OR REPLACE FUNCTION {self.qualified_function}() RETURNS trigger
-LANGUAGE plpgsql AS $signalbus$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $signalbus$
 DECLARE
   change bigint;
 BEGIN
