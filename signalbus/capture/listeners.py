@@ -3,11 +3,14 @@
 How a change travels:
 
 1. ``before_flush`` (session) picks the sink (the bus runtime) for the transaction.
-2. Mapper hooks note which rows the flush wrote: ``after_insert``, ``after_update``,
-   ``before_delete`` (a deleted row's values must be read before it goes). Flush-phase
-   bindings run in ``before_insert``/``before_update``/``before_delete``.
-3. ``after_flush`` snapshots the noted rows (:func:`snapshot`) into the frame of the
-   innermost real transaction, where they merge with the rows' earlier changes.
+2. Mapper hooks note the rows the flush updated or deleted: ``after_update`` (with the
+   pending objects a row switch writes as an UPDATE), ``before_delete`` (a deleted row's
+   values must be read before it goes). Flush-phase bindings run in
+   ``before_insert``/``before_update``/``before_delete``.
+3. ``after_flush`` reads the inserted rows from the flush context, once per flush (the
+   pending objects it wrote: no hook per inserted row), and snapshots them and the noted
+   rows (:func:`snapshot`) into the frame of the innermost real transaction, where they
+   merge with the rows' earlier changes.
 4. ``after_transaction_end``: a released SAVEPOINT's frame merges into its parent's; a
    rolled-back one is dropped; the root's frame becomes events handed to the sink (for
    sinks that store events, ``before_commit`` builds and stores them first).
@@ -44,7 +47,7 @@ from .. import muting
 from ..bindings import Binding, qualified_name, registry
 from ..errors import BindingError, ConfigurationError, UnserialisableValue
 from ..events import _SCALARS, Event, FrozenDict, Outgoing, normalise
-from .build import build_events, row_events
+from .build import Ids, build_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
 
@@ -122,7 +125,7 @@ class Installer:
             # a row's changes coalesce whatever ops are bound: an insert binding needs
             # the updates after the insert, an update binding the delete and insert of
             # a key
-            for name in ("after_insert", "after_update", "before_delete"):
+            for name in ("after_update", "before_delete"):
                 self._listen(root, name)
         if binding.op in ("update", "delete") and mapper.class_ not in self._history:
             # old values (and a deleted row's values) must be the committed ones even
@@ -312,13 +315,42 @@ def _muted_for(plan: Plan, names: frozenset[str]) -> frozenset[str] | None:
     return hits
 
 
+def _plan_and_muting(cls: type[Any], redact: tuple[str, ...], names: frozenset[str]
+                     ) -> tuple[Plan, frozenset[str] | None]:
+    """The commit plan of ``cls`` and its muted signals (``None``: nothing to capture)."""
+    plan = plans.commit(cls, redact)
+    return plan, _muted_for(plan, names) if plan.bound else None
+
+
+def _insert_order(entry: tuple[str, InstanceState[Any], RowChange | None]) -> int:
+    return entry[1].insert_order or 0
+
+
+_AS_IS = frozenset({str, int, bool, type(None)})
+"""Types whose values an event carries unchanged (no conversion to call)."""
+
+
+def _inserted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
+              muted: frozenset[str]) -> RowChange:
+    """An inserted row's change: :func:`snapshot`'s insert, fast for the common case (every
+    captured value loaded and of a scalar type, no condition reading Python values)."""
+    d = state.dict
+    if not plan.raw:
+        try:
+            data = FrozenDict({k: v if type(v) in _AS_IS else _SCALARS[type(v)](v)
+                               for k in plan.capture for v in (d[k],)})
+            pk = tuple(map(d.__getitem__, plan.pk_keys))
+        except (KeyError, TypeError):
+            pass  # an unloaded value, or one to normalise or refuse with its column named
+        else:
+            # nothing for conditions to read, nothing old (shared, never mutated)
+            key = (plan.root, pk)
+            return RowChange(state.class_, key, key, "insert", pk, data, _NOTHING, _NOTHING,
+                             now, muted)
+    return snapshot(state, "insert", plan, now, muted)
+
+
 # -- mapper listeners (installed per bound class hierarchy) ----------------------------------
-
-
-def _after_insert(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
-    st = _flush_state(state)
-    if st is not None:
-        st.flush_log.append(("insert", state, None))
 
 
 def _after_update(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
@@ -366,7 +398,7 @@ def _run_flush_phase(st: SessionState, state: InstanceState[Any], op: str) -> No
         return
     rc = snapshot(state, op, plan, dt.datetime.now(dt.UTC), muted)
     out: list[Outgoing] = []
-    row_events(rc, plan.by_op.get(op, ()), [], out)
+    row_events(rc, plan.by_op.get(op, ()), Ids(), out)
     for sender, ev in out:
         sink.run_flush_phase(sender, dataclasses.replace(ev, instance=state.obj()))
 
@@ -375,7 +407,6 @@ _MAPPER_LISTENERS: dict[str, Callable[..., None]] = {
     "before_insert": _before_insert,
     "before_update": _before_update,
     "before_delete": _before_delete,
-    "after_insert": _after_insert,
     "after_update": _after_update,
 }
 
@@ -461,33 +492,54 @@ class Tracker:
         if st is None or not st.flushing:
             return
         st.flushing = False
-        entries, st.flush_log = st.flush_log, []
+        logged, st.flush_log = st.flush_log, []
         switched, st.switched = st.switched, {}
         sink = st.sink
-        if not entries or sink is None:
+        if sink is None:
             return
-        # within one flush: inserts in add() order, then the unit of work's order
-        inserts = sorted((e for e in entries if e[0] != "update" and e[0] != "delete"),
-                         key=lambda e: e[1].insert_order or 0)
-        others = [e for e in entries if e[0] == "update" or e[0] == "delete"]
-        frame = st.frame(session, sink)
-        now = dt.datetime.now(dt.UTC)
         names = muting.active(sink.muted)
         redact = sink.redact
         # plan and muting per class, once per flush (a flush writes many rows of a class)
         per_class: dict[type[Any], tuple[Plan, frozenset[str] | None]] = {}
-        for op, state, ready in (*inserts, *others):
+        # Inserted rows are read here, once per flush, from the flush context (no mapper
+        # hook per row): the pending objects it wrote. Their identity key is set after
+        # this hook. A pending object written as an UPDATE (a row switch) is in the log.
+        switching = {e[1] for e in logged if e[0] == "switch"} if logged else ()
+        firsts: list[tuple[str, InstanceState[Any], RowChange | None]] = []
+        for state, (isdelete, listonly) in flush_context.states.items():
+            if isdelete or listonly or state.key is not None or state in switching:
+                continue
+            cls = state.class_
+            known = per_class.get(cls)
+            if known is None:
+                known = per_class[cls] = _plan_and_muting(cls, redact, names)
+            if known[1] is not None:
+                firsts.append(("insert", state, None))
+        others = []
+        for entry in logged:
+            if entry[0] == "switch":
+                firsts.append(entry)
+            else:
+                others.append(entry)
+        if not firsts and not others:
+            return
+        # within one flush: inserts in add() order, then the unit of work's order
+        firsts.sort(key=_insert_order)
+        frame = st.frame(session, sink)
+        now = dt.datetime.now(dt.UTC)
+        for op, state, ready in (*firsts, *others):
             if ready is not None:
                 frame.add(ready)
                 continue
             cls = state.class_
             known = per_class.get(cls)
             if known is None:
-                plan = plans.commit(cls, redact)
-                known = per_class[cls] = (
-                    plan, _muted_for(plan, names) if plan.bound else None)
+                known = per_class[cls] = _plan_and_muting(cls, redact, names)
             plan, muted = known
             if muted is None:
+                continue
+            if op == "insert":
+                frame.add(_inserted(state, plan, now, muted))
                 continue
             if op == "switch":
                 pk = tuple(state.dict.get(k) for k in plan.pk_keys)
