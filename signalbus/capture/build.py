@@ -28,10 +28,10 @@ class Ids:
 
     The first 90 random bits are drawn once (one ``urandom`` call) and shared by the
     transaction's ids; the last 32 bits count up from a random start, in blocks of up to
-    256 ids made in one go (the first block no larger than the ids expected). Ids are as unique as independent random ones for any realistic
-    number of transactions (two transactions collide only if they draw the same 90 bits
-    *and* overlapping counter ranges), at a fraction of the cost of formatting 16 random
-    bytes per event.
+    256 ids made in one go (the first block no larger than the ids expected). Ids are as
+    unique as independent random ones for any realistic number of transactions (two
+    transactions collide only if they draw the same 90 bits *and* overlapping counter
+    ranges), at a fraction of the cost of formatting 16 random bytes per event.
     """
 
     __slots__ = ("_block", "_prefix", "_size", "free")

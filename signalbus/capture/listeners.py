@@ -322,10 +322,6 @@ def _plan_and_muting(cls: type[Any], redact: tuple[str, ...], names: frozenset[s
     return plan, _muted_for(plan, names) if plan.bound else None
 
 
-def _insert_order(entry: tuple[str, InstanceState[Any], RowChange | None]) -> int:
-    return entry[1].insert_order or 0
-
-
 _AS_IS = frozenset({str, int, bool, type(None)})
 """Types whose values an event carries unchanged (no conversion to call)."""
 
@@ -337,8 +333,8 @@ def _inserted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
     d = state.dict
     if not plan.raw:
         try:
-            data = FrozenDict({k: v if type(v) in _AS_IS else _SCALARS[type(v)](v)
-                               for k in plan.capture for v in (d[k],)})
+            data = FrozenDict({k: v if type(v := d[k]) in _AS_IS else _SCALARS[type(v)](v)
+                               for k in plan.capture})
             pk = tuple(map(d.__getitem__, plan.pk_keys))
         except (KeyError, TypeError):
             pass  # an unloaded value, or one to normalise or refuse with its column named
@@ -501,33 +497,37 @@ class Tracker:
         redact = sink.redact
         # plan and muting per class, once per flush (a flush writes many rows of a class)
         per_class: dict[type[Any], tuple[Plan, frozenset[str] | None]] = {}
-        # Inserted rows are read here, once per flush, from the flush context (no mapper
-        # hook per row): the pending objects it wrote. Their identity key is set after
-        # this hook. A pending object written as an UPDATE (a row switch) is in the log.
-        switching = {e[1] for e in logged if e[0] == "switch"} if logged else ()
-        firsts: list[tuple[str, InstanceState[Any], RowChange | None]] = []
-        for state, (isdelete, listonly) in flush_context.states.items():
-            if isdelete or listonly or state.key is not None or state in switching:
-                continue
+        frame: Frame | None = None
+        now = dt.datetime.now(dt.UTC)
+        # Inserted rows first, in add() order: read here, once per flush, from the
+        # session's pending objects (still listed until this hook returns, in the order
+        # they were added) that the flush context wrote; no mapper hook runs per inserted
+        # row. A pending object written as an UPDATE (a row switch) is in the log.
+        switching = {e[1]: e for e in logged if e[0] == "switch"} if logged else None
+        written = flush_context.states
+        for state in session._new:
+            flags = written.get(state)
+            if flags is None or flags[0] or flags[1]:
+                continue  # not in this flush (flush(objects)), or only listed by it
             cls = state.class_
             known = per_class.get(cls)
             if known is None:
                 known = per_class[cls] = _plan_and_muting(cls, redact, names)
-            if known[1] is not None:
-                firsts.append(("insert", state, None))
-        others = []
-        for entry in logged:
-            if entry[0] == "switch":
-                firsts.append(entry)
+            plan, muted = known
+            if muted is None:
+                continue
+            if frame is None:
+                frame = st.frame(session, sink)
+            if switching and state in switching:
+                self._switch(st, frame, state, plan, now, muted, switched)
             else:
-                others.append(entry)
-        if not firsts and not others:
-            return
-        # within one flush: inserts in add() order, then the unit of work's order
-        firsts.sort(key=_insert_order)
-        frame = st.frame(session, sink)
-        now = dt.datetime.now(dt.UTC)
-        for op, state, ready in (*firsts, *others):
+                frame.add(_inserted(state, plan, now, muted))
+        # then updated and deleted rows, in the unit of work's order
+        for op, state, ready in logged:
+            if op == "switch":
+                continue
+            if frame is None:
+                frame = st.frame(session, sink)
             if ready is not None:
                 frame.add(ready)
                 continue
@@ -536,26 +536,26 @@ class Tracker:
             if known is None:
                 known = per_class[cls] = _plan_and_muting(cls, redact, names)
             plan, muted = known
-            if muted is None:
-                continue
-            if op == "insert":
-                frame.add(_inserted(state, plan, now, muted))
-                continue
-            if op == "switch":
-                pk = tuple(state.dict.get(k) for k in plan.pk_keys)
-                replaced = switched.get((plan.root, pk))
-                if replaced is None:
-                    frame.add(snapshot(state, "insert", plan, now, muted))
-                    continue
-                # the UPDATE wrote only what the new object set: the rest of the row
-                # is the replaced row's
-                frame.add(replaced)
-                frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw))
-                unset = [p.key for p in state.mapper.column_attrs if p.key not in state.dict]
-                if unset:
-                    st.reload.append((state, unset))
-                continue
-            frame.add(snapshot(state, op, plan, now, muted))
+            if muted is not None:
+                frame.add(snapshot(state, op, plan, now, muted))
+
+    @staticmethod
+    def _switch(st: SessionState, frame: Frame, state: InstanceState[Any], plan: Plan,
+                now: dt.datetime, muted: frozenset[str],
+                switched: dict[Any, RowChange]) -> None:
+        """A pending object written as an UPDATE of the deleted row of its key."""
+        pk = tuple(state.dict.get(k) for k in plan.pk_keys)
+        replaced = switched.get((plan.root, pk))
+        if replaced is None:
+            frame.add(snapshot(state, "insert", plan, now, muted))
+            return
+        # the UPDATE wrote only what the new object set: the rest of the row is the
+        # replaced row's
+        frame.add(replaced)
+        frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw))
+        unset = [p.key for p in state.mapper.column_attrs if p.key not in state.dict]
+        if unset:
+            st.reload.append((state, unset))
 
     def _after_flush_postexec(self, session: Session, flush_context: Any) -> None:
         st: SessionState | None = session.info.get(KEY)
