@@ -261,10 +261,14 @@ def run_inline(target: Target, events: Iterable[Outgoing]) -> None:
     """Deliver ``events`` now in this thread, breadth-first across nested commits.
 
     Events committed while receivers run (by a receiver) are queued behind those
-    already queued, one batch per commit; a batch is iterated as it is delivered, so
-    ``events`` may be a generator that builds each event when its turn comes.
+    already queued, one batch per commit. ``events`` may be an iterator that makes each
+    event when its turn comes: it is iterated as it is delivered when nothing else is
+    being delivered, and taken in full at once otherwise (so that an error in making
+    them is raised to the receiver's commit, as for any error of that commit).
     """
     local = _local
+    if local.running:
+        events = list(events)
     current, event = local.batch, local.event
     if current is not None and event is not None:
         batch = _Batch(target, events, current.depth + 1, (*current.chain, event.signal))
@@ -343,7 +347,7 @@ class Inline:
     def prepare(self, session: Session, events: list[Outgoing]) -> None:
         raise AssertionError("inline delivery stores nothing")
 
-    def committed(self, events: list[Outgoing]) -> None:
+    def committed(self, events: Iterable[Outgoing]) -> None:
         run_inline(self.target, events)
 
     def emit(self, sender: Any, event: Event) -> None:

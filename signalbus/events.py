@@ -110,6 +110,11 @@ _SCALARS: dict[type, Callable[[Any], JSONValue]] = {
 }
 
 
+AS_IS: frozenset[type] = frozenset({str, int, bool, type(None)})
+"""The types whose values :func:`normalise` returns unchanged: callers on a hot path test
+``type(value) in AS_IS`` before calling it."""
+
+
 def normalise(value: Any) -> JSONValue:
     """Return ``value`` as the frozen JSON value an :class:`Event` carries.
 

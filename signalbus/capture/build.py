@@ -7,16 +7,16 @@ update binding without one, muting recorded at capture time. No session involved
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..bindings import qualified_name
 from ..conditions import RowView
-from ..events import _SCALARS, EMPTY, FrozenDict, Outgoing, normalise, row_event
+from ..events import _SCALARS, AS_IS, EMPTY, FrozenDict, Outgoing, normalise, row_event
 from .frames import Emitted, Frame, RowChange
 from .plans import BindingPlan, PlanBook
 
-__all__ = ["Ids", "build_events", "new_ids", "row_events"]
+__all__ = ["Ids", "build_events", "iter_events", "new_ids", "row_events"]
 
 
 _LOW = [f"{i:02x}" for i in range(256)]
@@ -68,17 +68,30 @@ def new_ids(n: int) -> list[str]:
 
 def build_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...]) -> list[Outgoing]:
     """The events of a committed frame, in the order rows were first changed."""
+    return list(iter_events(frame, plans, redact))
+
+
+def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
+                release: bool = False) -> Iterator[Outgoing]:
+    """:func:`build_events`, one event at a time: each is made when it is asked for.
+
+    With ``release``, each row's change leaves the frame once its events are made, so
+    that delivering a large transaction holds one event at a time on top of the frame,
+    and less and less of the frame.
+    """
     out: list[Outgoing] = []
     ids = Ids(len(frame))
     # the bindings and model name of each class, looked up once per class
     known: dict[type[Any], tuple[Mapping[str, tuple[BindingPlan, ...]], str]] = {}
-    for entry in frame.entries:
+    entries = frame.entries
+    for i, entry in enumerate(entries):
         if entry is None:
             continue
-        if type(entry) is Emitted:
-            out.append((entry.sender, entry.event))
+        if release:
+            entries[i] = None
+        if isinstance(entry, Emitted):
+            yield (entry.sender, entry.event)
             continue
-        assert isinstance(entry, RowChange)
         cls = entry.cls
         found = known.get(cls)
         if found is None:
@@ -86,7 +99,8 @@ def build_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...]) -> list
         bindings = found[0].get(entry.op)
         if bindings:
             row_events(entry, bindings, ids, out, found[1])
-    return out
+            yield from out
+            out.clear()
 
 
 def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
@@ -103,9 +117,10 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
     if model is None:
         model = qualified_name(rc.cls)
     if len(rc.pk) == 1:
-        value = rc.pk[0]
-        convert = _SCALARS.get(type(value))
-        pk = convert(value) if convert is not None else normalise(value)
+        pk = rc.pk[0]
+        if type(pk) not in AS_IS:
+            convert = _SCALARS.get(type(pk))
+            pk = convert(pk) if convert is not None else normalise(pk)
     else:
         pk = normalise(rc.pk)
     data_all = rc.data
@@ -127,8 +142,9 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
             data = FrozenDict({k: data_all[k] for k in bp.payload if k in data_all})
         changes: Any
         if op == "update":
+            old = rc.old
             changes = FrozenDict({
-                k: (normalise(rc.old[k]), data_all.get(k))
+                k: (v if type(v := old[k]) in AS_IS else normalise(v), data_all.get(k))
                 for k in changed if k in bp.payload_set
             })
         else:

@@ -46,8 +46,8 @@ from sqlalchemy.orm.session import SessionTransaction
 from .. import muting
 from ..bindings import Binding, qualified_name, registry
 from ..errors import BindingError, ConfigurationError, UnserialisableValue
-from ..events import _SCALARS, Event, FrozenDict, Outgoing, normalise
-from .build import Ids, build_events, row_events
+from ..events import _SCALARS, AS_IS, Event, FrozenDict, Outgoing, normalise
+from .build import Ids, build_events, iter_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
 
@@ -67,7 +67,9 @@ class Sink(Protocol):
 
     def prepare(self, session: Session, events: list[Outgoing]) -> None: ...
 
-    def committed(self, events: list[Outgoing]) -> None: ...
+    def committed(self, events: Iterable[Outgoing]) -> None:
+        """Hand over the events of a committed transaction (a list when they were
+        prepared, else an iterator that makes each event as it is taken)."""
 
     def run_flush_phase(self, sender: type[Any], event: Event) -> None: ...
 
@@ -134,13 +136,15 @@ class Installer:
             for prop in mapper.column_attrs:
                 attr = getattr(binding.cls, prop.key)
                 if not getattr(attr.impl, "active_history", False):
+                    # raw, retval and include_key: SQLAlchemy calls the listener itself,
+                    # with no wrapper of its own around it (one call per attribute set)
                     sa_event.listen(attr, "set", _noop_set, active_history=True,
-                                    propagate=True)
+                                    propagate=True, raw=True, retval=True, include_key=True)
             self._history.add(mapper.class_)
 
 
-def _noop_set(target: Any, value: Any, oldvalue: Any, initiator: Any) -> None:
-    return None
+def _noop_set(state: Any, value: Any, oldvalue: Any, initiator: Any, **kw: Any) -> Any:
+    return value
 
 
 installer = Installer()
@@ -239,63 +243,72 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
     ``unset``: the values of attributes the object never set, when they are not
     ``None`` in the database (the row a new object replaced keeps them).
     """
+    if op == "delete":
+        return _deleted(state, plan, now, muted)
     cls = state.class_
     d = state.dict
     if unset:
         d = {**unset, **d}
-    values: list[tuple[str, Any]] = []
     try:
         # the common case in one pass: every value loaded and of a scalar type
-        if op == "delete":
-            values = [(k, _committed(state, k)) for k in plan.capture]
-            data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
-        else:
-            data = FrozenDict({k: _SCALARS[type(v)](v) for k in plan.capture for v in (d[k],)})
+        data = FrozenDict({k: v if type(v := d[k]) in AS_IS else _SCALARS[type(v)](v)
+                           for k in plan.capture})
     except (KeyError, TypeError):
-        if op != "delete":
-            values = [(k, d[k] if k in d else _value(state, k)) for k in plan.capture]
-        # _normalised names the column when a value is not JSON
-        data = FrozenDict(_normalised(cls, values))
-    if op == "insert" and not plan.raw:
-        # most rows: nothing for conditions to read, nothing old (shared, never mutated)
-        pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
-        key = (plan.root, pk)
-        return RowChange(cls, key, key, op, pk, data, _NOTHING, _NOTHING, now, muted)
-    old: dict[str, Any] = {}
-    if op == "delete":
-        # every column: a delete followed by an insert of the key becomes an update
-        raw = dict(values)
-        for k in plan.columns:
-            if k not in raw:
-                raw[k] = _committed(state, k)
-        pk = state.key[1] if state.key is not None else tuple(raw[k] for k in plan.pk_keys)
-        key = (plan.root, tuple(pk))
-        return RowChange(cls, key, key, op, tuple(pk), data, raw, old, now, muted)
-    if plan.raw:
-        raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw}
-    else:
-        raw = {}
-    if op == "update":
-        # committed_state holds each changed attribute's value from before it was set
-        # (loaded by active history when it had expired): the scalar history, without
-        # building state.attrs (an AttributeState per attribute, per row)
-        columns = plan.columns
-        for k, original in state.committed_state.items():
-            if k not in columns or k not in d:
-                continue
-            new = d[k]
-            if original is NO_VALUE:
-                original = None
-            elif _same(original, new):
-                continue  # set back to the value it had: no change
-            old[k] = original
-            raw[k] = new
-    pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
+        # an unloaded value (loaded here), or one to normalise or to refuse: _normalised
+        # names the column when a value is not JSON
+        data = FrozenDict(_normalised(cls, [(k, d[k] if k in d else _value(state, k))
+                                            for k in plan.capture]))
+    try:
+        pk = tuple(map(d.__getitem__, plan.pk_keys))
+    except KeyError:
+        pk = tuple(_value(state, k) for k in plan.pk_keys)
     key = (plan.root, pk)
+    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else None
+    if op == "insert":
+        # most rows: nothing for conditions to read, and nothing old (shared, never
+        # mutated)
+        return RowChange(cls, key, key, op, pk, data, raw or _NOTHING, _NOTHING, now, muted)
+    if raw is None:
+        raw = {}
+    old: dict[str, Any] = {}
+    # committed_state holds each changed attribute's value from before it was set
+    # (loaded by active history when it had expired): the scalar history, without
+    # building state.attrs (an AttributeState per attribute, per row)
+    columns = plan.columns
+    for k, original in state.committed_state.items():
+        if k not in columns or k not in d:
+            continue
+        new = d[k]
+        if original is NO_VALUE:
+            original = None
+        elif _same(original, new):
+            continue  # set back to the value it had: no change
+        old[k] = original
+        raw[k] = new
     # the key the row had before this flush (the identity map's key is updated after
     # after_flush): a primary-key change merges with the row's earlier changes
-    origin = (plan.root, tuple(state.key[1])) if op == "update" and state.key else key
+    ident = state.key[1] if state.key is not None else pk
+    origin = key if ident == pk else (plan.root, tuple(ident))
     return RowChange(cls, origin, key, op, pk, data, raw, old, now, muted)
+
+
+def _deleted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
+             muted: frozenset[str]) -> RowChange:
+    """A deleted row's change: the row as committed, every column of it."""
+    cls = state.class_
+    values = [(k, _committed(state, k)) for k in plan.capture]
+    try:
+        data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
+    except (KeyError, TypeError):
+        data = FrozenDict(_normalised(cls, values))
+    # every column: a delete followed by an insert of the key becomes an update
+    raw = dict(values)
+    for k in plan.columns:
+        if k not in raw:
+            raw[k] = _committed(state, k)
+    pk = state.key[1] if state.key is not None else tuple(raw[k] for k in plan.pk_keys)
+    key = (plan.root, tuple(pk))
+    return RowChange(cls, key, key, "delete", tuple(pk), data, raw, {}, now, muted)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -320,30 +333,6 @@ def _plan_and_muting(cls: type[Any], redact: tuple[str, ...], names: frozenset[s
     """The commit plan of ``cls`` and its muted signals (``None``: nothing to capture)."""
     plan = plans.commit(cls, redact)
     return plan, _muted_for(plan, names) if plan.bound else None
-
-
-_AS_IS = frozenset({str, int, bool, type(None)})
-"""Types whose values an event carries unchanged (no conversion to call)."""
-
-
-def _inserted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
-              muted: frozenset[str]) -> RowChange:
-    """An inserted row's change: :func:`snapshot`'s insert, fast for the common case (every
-    captured value loaded and of a scalar type, no condition reading Python values)."""
-    d = state.dict
-    if not plan.raw:
-        try:
-            data = FrozenDict({k: v if type(v := d[k]) in _AS_IS else _SCALARS[type(v)](v)
-                               for k in plan.capture})
-            pk = tuple(map(d.__getitem__, plan.pk_keys))
-        except (KeyError, TypeError):
-            pass  # an unloaded value, or one to normalise or refuse with its column named
-        else:
-            # nothing for conditions to read, nothing old (shared, never mutated)
-            key = (plan.root, pk)
-            return RowChange(state.class_, key, key, "insert", pk, data, _NOTHING, _NOTHING,
-                             now, muted)
-    return snapshot(state, "insert", plan, now, muted)
 
 
 # -- mapper listeners (installed per bound class hierarchy) ----------------------------------
@@ -521,7 +510,7 @@ class Tracker:
             if switching and state in switching:
                 self._switch(st, frame, state, plan, now, muted, switched)
             else:
-                frame.add(_inserted(state, plan, now, muted))
+                frame.add(snapshot(state, "insert", plan, now, muted))
         # then updated and deleted rows, in the unit of work's order
         for op, state, ready in logged:
             if op == "switch":
@@ -617,10 +606,12 @@ class Tracker:
                 target = st.frames[parent] = Frame(frame.sink)
             target.absorb(frame)
             return
-        events = (frame.prepared if frame.prepared is not None
-                  else build_events(frame, plans, frame.sink.redact))
-        if events:
-            frame.sink.committed(events)
+        if frame.prepared is not None:
+            if frame.prepared:
+                frame.sink.committed(frame.prepared)
+        elif frame.count:
+            # made as the sink takes them (inline: as they are delivered)
+            frame.sink.committed(iter_events(frame, plans, frame.sink.redact, release=True))
 
 
 def _event_target(target: Any) -> tuple[Any, Any]:
