@@ -43,6 +43,9 @@ class Context:
     """Seconds the whole run should take at most; sections stop repeating to keep it."""
     quick: bool = False
     """A smoke run (``--quick``): small numbers, figures not meant to be quoted."""
+    only: frozenset[str] | None = None
+    """``--only``: the configuration keys to run (their floors and the A/A copy of the
+    floor run too); ``None`` runs every configuration."""
     progress: Callable[[str], None] = _stderr
     """Where to say what is running (stderr; the table goes to stdout)."""
     notes: list[str] = dataclasses.field(default_factory=list)

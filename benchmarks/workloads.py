@@ -272,8 +272,8 @@ class SignalbusUpdate(UpdateWorkload):
     key = "signalbus-update"
     label = 'signalbus inline: update binding when=changed("email"), 3 no-op receivers'
     floor = "update-floor"
-    target = 1.08
-    target_text = "≤ 1.08×"
+    target = 1.10
+    target_text = "≤ 1.10×"
     model = UpdateSignalbusUser
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 __all__ = ["Inline", "Instrument", "Outcome", "ReceiverCycle", "deliver_one", "instruments",
-           "loaded", "run_receiver", "settled"]
+           "loaded", "run_receiver", "run_receivers", "settled"]
 
 log = logging.getLogger("signalbus")
 
@@ -103,7 +103,7 @@ def notify(sender: Any, event: Event) -> None:
 
 
 class Outcome(NamedTuple):
-    """What one run of a receiver came to (see :func:`run_receiver`)."""
+    """What one run of a receiver came to (see :func:`run_receivers`)."""
 
     kind: str
     """``"ok"``, ``"retry"`` (:class:`~signalbus.Retry`), ``"permanent"``
@@ -122,29 +122,70 @@ OK = Outcome("ok")
 
 def run_receiver(receiver: Receiver, sender: Any, event: Event, *,
                  retries: bool = False, propagate: bool = False) -> Outcome:
-    """Run one receiver and classify how it ended; the one place a receiver is called.
+    """Run one receiver and classify how it ended (see :func:`run_receivers`)."""
+    return run_receivers((receiver,), sender, event, retries=retries, propagate=propagate)[0]
+
+
+def run_receivers(receivers: Sequence[Receiver], sender: Any, event: Event, *,
+                  retries: bool = False, propagate: bool = False) -> list[Outcome]:
+    """Run ``receivers`` on ``event`` in order and classify how each run ended: the one
+    place receivers are called (inline delivery, the flush phase, the worker).
 
     Exception contract: an ``Exception`` never propagates; it is logged to the
     ``signalbus`` logger (with the event id; a traceback unless the receiver said
     ``Retry`` or ``Permanent``), reported to :data:`error_hooks` (the test plugin) unless
-    it is a ``Retry`` the caller will honour, and returned as an :class:`Outcome`.
-    ``retries`` says whether the caller retries and gives up (the outbox worker); where
-    it does not (inline delivery), ``Retry`` and ``Permanent`` are errors like any
-    other. With ``propagate`` (the flush phase) the exception propagates untouched and
-    aborts the flush, as an exception in Django's ``pre_save`` does.
+    it is a ``Retry`` the caller will honour, and returned as an :class:`Outcome`; the
+    next receiver runs. ``retries`` says whether the caller retries and gives up (the
+    outbox worker); where it does not (inline delivery), ``Retry`` and ``Permanent`` are
+    errors like any other. With ``propagate`` (the flush phase) the exception propagates
+    untouched and aborts the flush, as an exception in Django's ``pre_save`` does.
+
+    While a receiver runs, :data:`signalbus.logs.current` names it and its event.
     """
     if propagate:
-        receiver.fn(sender, event=event)
-        return OK
-    if instruments:
-        return _instrumented(receiver, sender, event, retries)
-    return _run(receiver, sender, event, retries)
+        for receiver in receivers:
+            receiver.fn(sender, event=event)
+        return [OK] * len(receivers)
+    running = logs.current.get()
+    token = None
+    if running is None:
+        # the caller did not set up a record for a whole run (the worker, one event)
+        running = logs.Running()
+        token = logs.current.set(running)
+    before = running.event, running.receiver
+    try:
+        if instruments:
+            return [_instrumented(receiver, sender, event, retries, running)
+                    for receiver in receivers]
+        outcomes = []
+        for receiver in receivers:
+            running.event = event
+            running.receiver = receiver
+            try:
+                receiver.fn(sender, event=event)
+            except Exception as exc:
+                outcomes.append(_classify(receiver, event, exc, retries))
+            else:
+                outcomes.append(OK)
+        return outcomes
+    finally:
+        running.event, running.receiver = before
+        if token is not None:
+            logs.current.reset(token)
 
 
-def _instrumented(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
+def _instrumented(receiver: Receiver, sender: Any, event: Event, retries: bool,
+                  running: logs.Running) -> Outcome:
     with contextlib.ExitStack() as stack:
         done = [stack.enter_context(i.run(receiver, sender, event)) for i in list(instruments)]
-        outcome = _run(receiver, sender, event, retries)
+        running.event = event
+        running.receiver = receiver
+        try:
+            receiver.fn(sender, event=event)
+        except Exception as exc:
+            outcome = _classify(receiver, event, exc, retries)
+        else:
+            outcome = OK
         for finish in done:
             finish(outcome)
     if outcome.ok:
@@ -154,21 +195,9 @@ def _instrumented(receiver: Receiver, sender: Any, event: Event, retries: bool) 
     return outcome
 
 
-def _run(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
-    # the event of every line logged while the receiver runs (signalbus.logs)
-    token = logs.current.set((event.id, event.signal, receiver.name))
-    try:
-        return _call(receiver, sender, event, retries)
-    finally:
-        logs.current.reset(token)
-
-
-def _call(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outcome:
-    try:
-        receiver.fn(sender, event=event)
-    except (Retry, Permanent) as exc:
-        if not retries:  # inline: nothing to retry or give up on, an error like any other
-            return _failed(receiver, event, exc)
+def _classify(receiver: Receiver, event: Event, exc: Exception, retries: bool) -> Outcome:
+    """The outcome of a receiver run that raised ``exc``; logs and reports it."""
+    if isinstance(exc, Retry | Permanent) and retries:
         if isinstance(exc, Permanent):
             log.error("receiver %s gave up on %s event %s (attempt %d): %s",
                       receiver.name, event.signal, event.id, event.attempt, redact(str(exc)))
@@ -177,15 +206,10 @@ def _call(receiver: Receiver, sender: Any, event: Event, retries: bool) -> Outco
         log.info("receiver %s asked to retry %s event %s (attempt %d): %s",
                  receiver.name, event.signal, event.id, event.attempt, redact(str(exc)))
         return Outcome("retry", exc, exc.after)
-    except Exception as exc:
-        return _failed(receiver, event, exc)
-    return OK
-
-
-def _failed(receiver: Receiver, event: Event, exc: Exception) -> Outcome:
-    # redacted, traceback included, by signalbus.redaction.LogFilter on this logger
+    # inline, Retry and Permanent too: nothing to retry or give up on, an error like any
+    # other; redacted, traceback included, by signalbus.redaction.LogFilter on this logger
     log.error("receiver %s failed on %s event %s (attempt %d)",
-              receiver.name, event.signal, event.id, event.attempt, exc_info=True)
+              receiver.name, event.signal, event.id, event.attempt, exc_info=exc)
     report_error(receiver, event, exc)
     return Outcome("error", exc)
 
@@ -199,80 +223,116 @@ def deliver_one(target: Target, sender: Any, event: Event,
     """
     if observers:
         notify(sender, event)
-    failures: list[tuple[Receiver, BaseException]] = []
     if receivers is None:
         receivers = target.receivers_for(event.signal, sender)
-    for receiver in receivers:
-        outcome = run_receiver(receiver, sender, event)
-        if outcome.error is not None:
-            failures.append((receiver, outcome.error))
-    return failures
+    outcomes = run_receivers(receivers, sender, event)
+    return [(receiver, outcome.error) for receiver, outcome in zip(receivers, outcomes,
+                                                                    strict=True)
+            if outcome.error is not None]
 
 
-class _Item:
-    __slots__ = ("chain", "depth", "event", "sender", "target")
+class _Batch:
+    """Events of one commit waiting in the inline queue, with the receiver chain that
+    made them (empty for a commit outside any receiver)."""
 
-    def __init__(self, target: Target, sender: Any, event: Event, depth: int,
+    __slots__ = ("chain", "depth", "events", "target")
+
+    def __init__(self, target: Target, events: Iterable[Outgoing], depth: int,
                  chain: tuple[str, ...]) -> None:
         self.target = target
-        self.sender = sender
-        self.event = event
+        self.events = events
         self.depth = depth
         self.chain = chain
 
 
 class _Local(threading.local):
     def __init__(self) -> None:
-        self.queue: collections.deque[_Item] = collections.deque()
+        self.queue: collections.deque[_Batch] = collections.deque()
         self.running = False
-        self.current: _Item | None = None
+        self.batch: _Batch | None = None
+        """The batch being delivered, and the event whose receivers run now."""
+        self.event: Event | None = None
 
 
 _local = _Local()
 
 
 def run_inline(target: Target, events: Iterable[Outgoing]) -> None:
-    """Deliver ``events`` now in this thread, breadth-first across nested commits."""
+    """Deliver ``events`` now in this thread, breadth-first across nested commits.
+
+    Events committed while receivers run (by a receiver) are queued behind those
+    already queued, one batch per commit. ``events`` may be an iterator that makes each
+    event when its turn comes: it is iterated as it is delivered when nothing else is
+    being delivered, and taken in full at once otherwise (so that an error in making
+    them is raised to the receiver's commit, as for any error of that commit).
+    """
     local = _local
-    current = local.current
-    depth = current.depth + 1 if current is not None else 0
-    chain = (*current.chain, current.event.signal) if current is not None else ()
-    for sender, event in events:
-        if depth > target.max_depth:
-            path = " -> ".join((*chain[-6:], event.signal))
-            exc = ReceiverCycle(
-                f"signalbus stopped delivering {event.signal!r} event {event.id}: receivers "
-                f"re-triggered signals {depth} levels deep ({path}). This looks like a cycle "
-                "of receivers committing changes that send each other's signals; break it, "
-                "or raise SIGNALBUS_MAX_DEPTH if the chain is meant to be that long."
-            )
-            log.error("%s", exc, extra={"event_id": event.id, "signal": event.signal})
-            report_error(None, event, exc)
-            continue
-        local.queue.append(_Item(target, sender, event, depth, chain))
+    if local.running:
+        events = list(events)
+    current, event = local.batch, local.event
+    if current is not None and event is not None:
+        batch = _Batch(target, events, current.depth + 1, (*current.chain, event.signal))
+        if batch.depth > target.max_depth:
+            _cut_off(batch)
+            return
+    else:
+        batch = _Batch(target, events, 0, ())
+    local.queue.append(batch)
     if local.running:
         return  # the outer loop delivers them after the events already queued
     local.running = True
+    running = logs.Running()
+    token = logs.current.set(running)
+    try:
+        _drain(local)
+    finally:
+        logs.current.reset(token)
+        local.running = False
+        local.batch = local.event = None
+        local.queue.clear()
+
+
+def _drain(local: _Local) -> None:
     # The receivers of one (bus, signal, sender), looked up once per run: like blinker's
     # send, a receiver connected while events are being delivered applies from the next
-    # commit on.
+    # commit on. Consecutive events mostly share their signal and sender: the last
+    # lookup is kept at hand.
     memo: dict[tuple[int, str, Any], Sequence[Receiver]] = {}
-    try:
-        while local.queue:
-            item = local.queue.popleft()
-            local.current = item
-            key = (id(item.target), item.event.signal, item.sender)
-            receivers = memo.get(key)
-            if receivers is None:
-                receivers = memo[key] = item.target.receivers_for(item.event.signal,
-                                                                  item.sender)
-            try:
-                deliver_one(item.target, item.sender, item.event, receivers)
-            finally:
-                local.current = None
-    finally:
-        local.running = False
-        local.queue.clear()
+    queue = local.queue
+    while queue:
+        batch = local.batch = queue.popleft()
+        target = batch.target
+        last_signal: str | None = None
+        last_sender: Any = None
+        receivers: Sequence[Receiver] = ()
+        for sender, event in batch.events:
+            local.event = event
+            signal = event.signal
+            if signal is not last_signal or sender is not last_sender:
+                key = (id(target), signal, sender)
+                found = memo.get(key)
+                if found is None:
+                    found = memo[key] = target.receivers_for(signal, sender)
+                receivers, last_signal, last_sender = found, signal, sender
+            if observers:
+                notify(sender, event)
+            if receivers:
+                run_receivers(receivers, sender, event)
+        local.event = None
+
+
+def _cut_off(batch: _Batch) -> None:
+    """Refuse the events of a batch past the depth limit, each with an error."""
+    for _sender, event in batch.events:
+        path = " -> ".join((*batch.chain[-6:], event.signal))
+        exc = ReceiverCycle(
+            f"signalbus stopped delivering {event.signal!r} event {event.id}: receivers "
+            f"re-triggered signals {batch.depth} levels deep ({path}). This looks like a "
+            "cycle of receivers committing changes that send each other's signals; break "
+            "it, or raise SIGNALBUS_MAX_DEPTH if the chain is meant to be that long."
+        )
+        log.error("%s", exc, extra={"event_id": event.id, "signal": event.signal})
+        report_error(None, event, exc)
 
 
 class Inline:
@@ -287,7 +347,7 @@ class Inline:
     def prepare(self, session: Session, events: list[Outgoing]) -> None:
         raise AssertionError("inline delivery stores nothing")
 
-    def committed(self, events: list[Outgoing]) -> None:
+    def committed(self, events: Iterable[Outgoing]) -> None:
         run_inline(self.target, events)
 
     def emit(self, sender: Any, event: Event) -> None:

@@ -12,7 +12,7 @@ import datetime as dt
 import importlib
 import logging
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import blinker
@@ -52,7 +52,7 @@ class Backend(Protocol):
 
     def prepare(self, session: Session, events: list[Outgoing]) -> None: ...
 
-    def committed(self, events: list[Outgoing]) -> None: ...
+    def committed(self, events: Iterable[Outgoing]) -> None: ...
 
     def emit(self, sender: Any, event: Event) -> None: ...
 
@@ -208,7 +208,7 @@ class Runtime:
     def prepare(self, session: Session, events: list[Outgoing]) -> None:
         self.backend.prepare(session, events)
 
-    def committed(self, events: list[Outgoing]) -> None:
+    def committed(self, events: Iterable[Outgoing]) -> None:
         self.backend.committed(events)
 
     def run_flush_phase(self, sender: type[Any], event: Event) -> None:

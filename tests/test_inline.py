@@ -185,3 +185,60 @@ def test_receiver_cycle_fails_the_test_by_default(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*signalbus raised ReceiverCycle*3 levels deep*"])
+
+
+def test_event_ids_are_distinct_version_4_uuids_within_and_across_transactions(
+    bus, Session, models
+):
+    import uuid
+
+    signalbus.bind(models.User, "insert", "user_registered")
+    ids: list[str] = []
+
+    @signalbus.receiver("user_registered", name="tests.ids")
+    def keep(sender, event, **kw):
+        ids.append(event.id)
+
+    for start in (0, 300):  # more than one block of ids in a transaction
+        with Session() as s:
+            s.add_all([models.User(email=f"u{i}@example.com") for i in range(start, start + 300)])
+            s.commit()
+    assert len(ids) == len(set(ids)) == 600
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert (str(parsed), parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
+
+
+@pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush`")
+def test_flushing_some_objects_captures_only_those_then_the_rest(bus, Session, models,
+                                                                 recorder):
+    signalbus.bind(models.User, "insert", "user_registered")
+    recorder.listen("user_registered")
+    with Session() as s:
+        first, second = models.User(email="a@example.com"), models.User(email="b@example.com")
+        s.add_all([first, second])
+        s.flush([second])
+        second.email = "b2@example.com"
+        s.commit()
+    # rows in the order the flushes first wrote them; one insert each, final values
+    assert [e.data["email"] for e in recorder.events] == ["b2@example.com", "a@example.com"]
+    assert [e.op for e in recorder.events] == ["insert", "insert"]
+
+
+def test_no_event_is_named_in_log_records_after_delivery(bus, Session, models):
+    import signalbus.logs
+
+    signalbus.bind(models.User, "insert", "user_registered")
+    during = []
+
+    @signalbus.receiver("user_registered", name="tests.during")
+    def look(sender, event, **kw):
+        running = signalbus.logs.current.get()
+        assert running is not None
+        during.append(running.fields())
+
+    with Session() as s:
+        s.add(models.User(email="a@example.com"))
+        s.commit()
+    assert during and during[0][1:] == ("user_registered", "tests.during")
+    assert signalbus.logs.current.get() is None

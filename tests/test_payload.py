@@ -173,3 +173,20 @@ def test_emit_data_is_normalised_and_checked(bus):
     with pytest.raises(UnserialisableValue) as info:
         bus.emit("report_ready", {"bad": object()})
     assert "emit('report_ready') data['bad']" in str(info.value)
+
+
+def test_row_event_makes_the_event_the_dataclass_makes() -> None:
+    import dataclasses
+    import datetime as dt
+
+    from signalbus.events import EMPTY, Event, FrozenDict, row_event
+
+    at = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    data = FrozenDict({"id": 1})
+    made = row_event("i", "s", "m:C", "insert", 1, data, EMPTY, at)
+    assert type(made) is Event
+    assert made == Event(id="i", signal="s", model="m:C", op="insert", pk=1, data=data,
+                         occurred_at=at)
+    assert (made.source, made.attempt, made.instance) == ("orm", 1, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.id = "j"  # type: ignore[misc]

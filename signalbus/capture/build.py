@@ -7,83 +7,148 @@ update binding without one, muting recorded at capture time. No session involved
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..bindings import qualified_name
 from ..conditions import RowView
-from ..events import _SCALARS, EMPTY, FrozenDict, Outgoing, normalise, row_event
+from ..events import _SCALARS, AS_IS, EMPTY, FrozenDict, Outgoing, normalise, row_event
 from .frames import Emitted, Frame, RowChange
 from .plans import BindingPlan, PlanBook
 
-__all__ = ["build_events", "new_ids", "row_events"]
+__all__ = ["Ids", "build_events", "iter_events", "new_ids", "row_events"]
+
+
+_LOW = [f"{i:02x}" for i in range(256)]
+"""The last two hex digits of the ids of one block."""
+
+
+class Ids:
+    """Event ids for one transaction: version-4 UUID strings, drawn cheaply.
+
+    The first 90 random bits are drawn once (one ``urandom`` call) and shared by the
+    transaction's ids; the last 32 bits count up from a random start, in blocks of up to
+    256 ids made in one go (the first block no larger than the ids expected). Ids are as
+    unique as independent random ones for any realistic number of transactions (two
+    transactions collide only if they draw the same 90 bits *and* overlapping counter
+    ranges), at a fraction of the cost of formatting 16 random bytes per event.
+    """
+
+    __slots__ = ("_block", "_prefix", "_size", "free")
+
+    def __init__(self, expected: int = 1) -> None:
+        h = os.urandom(16).hex()
+        self._prefix = (f"{h[0:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}"
+                        f"{h[17:20]}-{h[20:24]}")
+        # below 2**23: 2**23 blocks of 256 ids before the counter needs a 7th digit
+        self._block = int(h[24:30], 16) & 0x7FFFFF
+        self._size = min(max(expected, 1), 256)
+        self.free: list[str] = []
+        """Ids made and not taken yet (``pop()`` takes the next)."""
+
+    def refill(self) -> list[str]:
+        """Make the next block of ids; returns :attr:`free`."""
+        head = f"{self._prefix}{self._block:06x}"
+        self._block += 1
+        self.free = [head + low for low in reversed(_LOW[:self._size])]
+        self._size = 256
+        return self.free
+
+    def take(self) -> str:
+        """The next id."""
+        free = self.free or self.refill()
+        return free.pop()
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` random (version 4) UUID strings, from one ``urandom`` call."""
-    h = os.urandom(16 * max(n, 1)).hex()
-    variant = "89ab"
-    return [
-        f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
-        f"{variant[int(h[i + 16], 16) & 3]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
-        for i in range(0, len(h), 32)
-    ]
+    """``n`` event ids (version-4 UUID strings, see :class:`Ids`)."""
+    ids = Ids(n)
+    return [ids.take() for _ in range(n)]
 
 
 def build_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...]) -> list[Outgoing]:
     """The events of a committed frame, in the order rows were first changed."""
+    return list(iter_events(frame, plans, redact))
+
+
+def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
+                release: bool = False) -> Iterator[Outgoing]:
+    """:func:`build_events`, one event at a time: each is made when it is asked for.
+
+    With ``release``, each row's change leaves the frame once its events are made, so
+    that delivering a large transaction holds one event at a time on top of the frame,
+    and less and less of the frame.
+    """
     out: list[Outgoing] = []
-    ids = new_ids(len(frame))  # one per row; row_events makes more when a row has several
-    for entry in frame.entries:
+    ids = Ids(len(frame))
+    # the bindings and model name of each class, looked up once per class
+    known: dict[type[Any], tuple[Mapping[str, tuple[BindingPlan, ...]], str]] = {}
+    entries = frame.entries
+    for i, entry in enumerate(entries):
         if entry is None:
             continue
+        if release:
+            entries[i] = None
         if isinstance(entry, Emitted):
-            out.append((entry.sender, entry.event))
+            yield (entry.sender, entry.event)
             continue
-        bindings = plans.commit(entry.cls, redact).by_op.get(entry.op)
+        cls = entry.cls
+        found = known.get(cls)
+        if found is None:
+            found = known[cls] = (plans.commit(cls, redact).by_op, qualified_name(cls))
+        bindings = found[0].get(entry.op)
         if bindings:
-            row_events(entry, bindings, ids, out)
-    return out
+            row_events(entry, bindings, ids, out, found[1])
+            yield from out
+            out.clear()
 
 
-def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: list[str],
-               out: list[Outgoing]) -> None:
-    """Append the events ``bindings`` make of one row's (net) change to ``out``."""
+def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
+               out: list[Outgoing], model: str | None = None) -> None:
+    """Append the events ``bindings`` make of one row's (net) change to ``out``.
+
+    ``model``: the ``"pkg.module:Class"`` name of ``rc.cls``, when the caller has it.
+    """
     changed = rc.old.keys()
-    if rc.op == "update" and not changed:
+    op = rc.op
+    if op == "update" and not changed:
         return  # an update whose net change is empty sends nothing
     view: RowView | None = None
-    model = qualified_name(rc.cls)
+    if model is None:
+        model = qualified_name(rc.cls)
     if len(rc.pk) == 1:
-        value = rc.pk[0]
-        convert = _SCALARS.get(type(value))
-        pk = convert(value) if convert is not None else normalise(value)
+        pk = rc.pk[0]
+        if type(pk) not in AS_IS:
+            convert = _SCALARS.get(type(pk))
+            pk = convert(pk) if convert is not None else normalise(pk)
     else:
         pk = normalise(rc.pk)
     data_all = rc.data
+    muted = rc.muted
     for bp in bindings:
         b = bp.binding
-        if b.signal in rc.muted:
+        if muted and b.signal in muted:
             continue
         if b.when is not None:
             if view is None:
-                view = RowView(rc.op, rc.raw, rc.old)
+                view = RowView(op, rc.raw, rc.old)
             if not b.when(view):
                 continue
-        elif rc.op == "update" and not any(k in bp.visible for k in changed):
+        elif op == "update" and not any(k in bp.visible for k in changed):
             continue
         if len(data_all) == len(bp.payload):
             data = data_all  # the common case: one binding takes every captured column
         else:
             data = FrozenDict({k: data_all[k] for k in bp.payload if k in data_all})
         changes: Any
-        if rc.op == "update":
+        if op == "update":
+            old = rc.old
             changes = FrozenDict({
-                k: (normalise(rc.old[k]), data_all.get(k))
+                k: (v if type(v := old[k]) in AS_IS else normalise(v), data_all.get(k))
                 for k in changed if k in bp.payload_set
             })
         else:
             changes = EMPTY
-        if not ids:
-            ids.extend(new_ids(8))
-        out.append((rc.cls, row_event(ids.pop(), b.signal, model, rc.op, pk, data, changes,
+        free = ids.free or ids.refill()
+        out.append((rc.cls, row_event(free.pop(), b.signal, model, op, pk, data, changes,
                                       rc.occurred_at, rc.source, rc.context)))

@@ -3,11 +3,14 @@
 How a change travels:
 
 1. ``before_flush`` (session) picks the sink (the bus runtime) for the transaction.
-2. Mapper hooks note which rows the flush wrote: ``after_insert``, ``after_update``,
-   ``before_delete`` (a deleted row's values must be read before it goes). Flush-phase
-   bindings run in ``before_insert``/``before_update``/``before_delete``.
-3. ``after_flush`` snapshots the noted rows (:func:`snapshot`) into the frame of the
-   innermost real transaction, where they merge with the rows' earlier changes.
+2. Mapper hooks note the rows the flush updated or deleted: ``after_update`` (with the
+   pending objects a row switch writes as an UPDATE), ``before_delete`` (a deleted row's
+   values must be read before it goes). Flush-phase bindings run in
+   ``before_insert``/``before_update``/``before_delete``.
+3. ``after_flush`` reads the inserted rows from the flush context, once per flush (the
+   pending objects it wrote: no hook per inserted row), and snapshots them and the noted
+   rows (:func:`snapshot`) into the frame of the innermost real transaction, where they
+   merge with the rows' earlier changes.
 4. ``after_transaction_end``: a released SAVEPOINT's frame merges into its parent's; a
    rolled-back one is dropped; the root's frame becomes events handed to the sink (for
    sinks that store events, ``before_commit`` builds and stores them first).
@@ -51,9 +54,9 @@ from .. import muting
 from ..bindings import Binding, qualified_name, registry
 from ..contexts import current_context
 from ..errors import BindingError, ConfigurationError, UnserialisableValue
-from ..events import _SCALARS, EMPTY, Event, FrozenDict, Outgoing, normalise
+from ..events import _SCALARS, AS_IS, EMPTY, Event, FrozenDict, Outgoing, normalise
 from . import bulk, triggers
-from .build import build_events, row_events
+from .build import Ids, build_events, iter_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
 
@@ -73,7 +76,9 @@ class Sink(Protocol):
 
     def prepare(self, session: Session, events: list[Outgoing]) -> None: ...
 
-    def committed(self, events: list[Outgoing]) -> None: ...
+    def committed(self, events: Iterable[Outgoing]) -> None:
+        """Hand over the events of a committed transaction (a list when they were
+        prepared, else an iterator that makes each event as it is taken)."""
 
     def run_flush_phase(self, sender: type[Any], event: Event) -> None: ...
 
@@ -133,7 +138,7 @@ class Installer:
             # a row's changes coalesce whatever ops are bound: an insert binding needs
             # the updates after the insert, an update binding the delete and insert of
             # a key
-            for name in ("after_insert", "after_update", "before_delete"):
+            for name in ("after_update", "before_delete"):
                 self._listen(root, name)
         if binding.op in ("update", "delete") and mapper.class_ not in self._history:
             # old values (and a deleted row's values) must be the committed ones even
@@ -142,13 +147,15 @@ class Installer:
             for prop in mapper.column_attrs:
                 attr = getattr(binding.cls, prop.key)
                 if not getattr(attr.impl, "active_history", False):
+                    # raw, retval and include_key: SQLAlchemy calls the listener itself,
+                    # with no wrapper of its own around it (one call per attribute set)
                     sa_event.listen(attr, "set", _noop_set, active_history=True,
-                                    propagate=True)
+                                    propagate=True, raw=True, retval=True, include_key=True)
             self._history.add(mapper.class_)
 
 
-def _noop_set(target: Any, value: Any, oldvalue: Any, initiator: Any) -> None:
-    return None
+def _noop_set(state: Any, value: Any, oldvalue: Any, initiator: Any, **kw: Any) -> Any:
+    return value
 
 
 installer = Installer()
@@ -248,65 +255,74 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
     ``unset``: the values of attributes the object never set, when they are not
     ``None`` in the database (the row a new object replaced keeps them).
     """
+    if op == "delete":
+        return _deleted(state, plan, now, muted, context)
     cls = state.class_
     d = state.dict
     if unset:
         d = {**unset, **d}
-    values: list[tuple[str, Any]] = []
     try:
         # the common case in one pass: every value loaded and of a scalar type
-        if op == "delete":
-            values = [(k, _committed(state, k)) for k in plan.capture]
-            data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
-        else:
-            data = FrozenDict({k: _SCALARS[type(v)](v) for k in plan.capture for v in (d[k],)})
+        data = FrozenDict({k: v if type(v := d[k]) in AS_IS else _SCALARS[type(v)](v)
+                           for k in plan.capture})
     except (KeyError, TypeError):
-        if op != "delete":
-            values = [(k, d[k] if k in d else _value(state, k)) for k in plan.capture]
-        # _normalised names the column when a value is not JSON
-        data = FrozenDict(_normalised(cls, values))
-    if op == "insert" and not plan.raw:
-        # most rows: nothing for conditions to read, nothing old (shared, never mutated)
-        pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
-        key = (plan.root, pk)
-        return RowChange(cls, key, key, op, pk, data, _NOTHING, _NOTHING, now, muted, "orm",
-                         context)
-    old: dict[str, Any] = {}
-    if op == "delete":
-        # every column: a delete followed by an insert of the key becomes an update
-        raw = dict(values)
-        for k in plan.columns:
-            if k not in raw:
-                raw[k] = _committed(state, k)
-        pk = state.key[1] if state.key is not None else tuple(raw[k] for k in plan.pk_keys)
-        key = (plan.root, tuple(pk))
-        return RowChange(cls, key, key, op, tuple(pk), data, raw, old, now, muted, "orm",
-                         context)
-    if plan.raw:
-        raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw}
-    else:
-        raw = {}
-    if op == "update":
-        # committed_state holds each changed attribute's value from before it was set
-        # (loaded by active history when it had expired): the scalar history, without
-        # building state.attrs (an AttributeState per attribute, per row)
-        columns = plan.columns
-        for k, original in state.committed_state.items():
-            if k not in columns or k not in d:
-                continue
-            new = d[k]
-            if original is NO_VALUE:
-                original = None
-            elif _same(original, new):
-                continue  # set back to the value it had: no change
-            old[k] = original
-            raw[k] = new
-    pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
+        # an unloaded value (loaded here), or one to normalise or to refuse: _normalised
+        # names the column when a value is not JSON
+        data = FrozenDict(_normalised(cls, [(k, d[k] if k in d else _value(state, k))
+                                            for k in plan.capture]))
+    try:
+        pk = tuple(map(d.__getitem__, plan.pk_keys))
+    except KeyError:
+        pk = tuple(_value(state, k) for k in plan.pk_keys)
     key = (plan.root, pk)
+    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else None
+    if op == "insert":
+        # most rows: nothing for conditions to read, and nothing old (shared, never
+        # mutated)
+        return RowChange(cls, key, key, op, pk, data, raw or _NOTHING, _NOTHING, now, muted,
+                         "orm", context)
+    if raw is None:
+        raw = {}
+    old: dict[str, Any] = {}
+    # committed_state holds each changed attribute's value from before it was set
+    # (loaded by active history when it had expired): the scalar history, without
+    # building state.attrs (an AttributeState per attribute, per row)
+    columns = plan.columns
+    for k, original in state.committed_state.items():
+        if k not in columns or k not in d:
+            continue
+        new = d[k]
+        if original is NO_VALUE:
+            original = None
+        elif _same(original, new):
+            continue  # set back to the value it had: no change
+        old[k] = original
+        raw[k] = new
     # the key the row had before this flush (the identity map's key is updated after
     # after_flush): a primary-key change merges with the row's earlier changes
-    origin = (plan.root, tuple(state.key[1])) if op == "update" and state.key else key
+    ident = state.key[1] if state.key is not None else pk
+    origin = key if ident == pk else (plan.root, tuple(ident))
     return RowChange(cls, origin, key, op, pk, data, raw, old, now, muted, "orm", context)
+
+
+def _deleted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
+             muted: frozenset[str], context: FrozenDict = EMPTY) -> RowChange:
+    """A deleted row's change: the row as committed, every column of it."""
+    cls = state.class_
+    values = [(k, _committed(state, k)) for k in plan.capture]
+    try:
+        data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
+    except (KeyError, TypeError):
+        data = FrozenDict(_normalised(cls, values))
+    # every column: a delete followed by an insert of the key becomes an update
+    raw = dict(values)
+    for k in plan.columns:
+        if k not in raw:
+            raw[k] = _committed(state, k)
+    pk = state.key[1] if state.key is not None else tuple(raw[k] for k in plan.pk_keys)
+    key = (plan.root, tuple(pk))
+    return RowChange(cls, key, key, "delete", tuple(pk), data, raw, {}, now, muted, "orm",
+                     context)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -326,13 +342,14 @@ def _muted_for(plan: Plan, names: frozenset[str]) -> frozenset[str] | None:
     return hits
 
 
+def _plan_and_muting(cls: type[Any], redact: tuple[str, ...], names: frozenset[str]
+                     ) -> tuple[Plan, frozenset[str] | None]:
+    """The commit plan of ``cls`` and its muted signals (``None``: nothing to capture)."""
+    plan = plans.commit(cls, redact)
+    return plan, _muted_for(plan, names) if plan.bound else None
+
+
 # -- mapper listeners (installed per bound class hierarchy) ----------------------------------
-
-
-def _after_insert(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
-    st = _flush_state(state)
-    if st is not None:
-        st.flush_log.append(("insert", state, None))
 
 
 def _after_update(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
@@ -380,7 +397,7 @@ def _run_flush_phase(st: SessionState, state: InstanceState[Any], op: str) -> No
         return
     rc = snapshot(state, op, plan, dt.datetime.now(dt.UTC), muted, context=current_context())
     out: list[Outgoing] = []
-    row_events(rc, plan.by_op.get(op, ()), [], out)
+    row_events(rc, plan.by_op.get(op, ()), Ids(), out)
     for sender, ev in out:
         sink.run_flush_phase(sender, dataclasses.replace(ev, instance=state.obj()))
 
@@ -389,7 +406,6 @@ _MAPPER_LISTENERS: dict[str, Callable[..., None]] = {
     "before_insert": _before_insert,
     "before_update": _before_update,
     "before_delete": _before_delete,
-    "after_insert": _after_insert,
     "after_update": _after_update,
 }
 
@@ -495,23 +511,47 @@ class Tracker:
         if st is None or not st.flushing:
             return
         st.flushing = False
-        entries, st.flush_log = st.flush_log, []
+        logged, st.flush_log = st.flush_log, []
         switched, st.switched = st.switched, {}
         sink = st.sink
-        if not entries or sink is None:
+        if sink is None:
             return
-        # within one flush: inserts in add() order, then the unit of work's order
-        inserts = sorted((e for e in entries if e[0] != "update" and e[0] != "delete"),
-                         key=lambda e: e[1].insert_order or 0)
-        others = [e for e in entries if e[0] == "update" or e[0] == "delete"]
-        frame = st.frame(session, sink)
-        now = dt.datetime.now(dt.UTC)
         names = muting.active(sink.muted)
         redact = sink.redact
         # plan and muting per class, once per flush (a flush writes many rows of a class)
         per_class: dict[type[Any], tuple[Plan, frozenset[str] | None]] = {}
+        frame: Frame | None = None
+        now = dt.datetime.now(dt.UTC)
         ctx = current_context()  # once per flush: the context of the flush's changes
-        for op, state, ready in (*inserts, *others):
+        # Inserted rows first, in add() order: read here, once per flush, from the
+        # session's pending objects (still listed until this hook returns, in the order
+        # they were added) that the flush context wrote; no mapper hook runs per inserted
+        # row. A pending object written as an UPDATE (a row switch) is in the log.
+        switching = {e[1]: e for e in logged if e[0] == "switch"} if logged else None
+        written = flush_context.states
+        for state in session._new:
+            flags = written.get(state)
+            if flags is None or flags[0] or flags[1]:
+                continue  # not in this flush (flush(objects)), or only listed by it
+            cls = state.class_
+            known = per_class.get(cls)
+            if known is None:
+                known = per_class[cls] = _plan_and_muting(cls, redact, names)
+            plan, muted = known
+            if muted is None:
+                continue
+            if frame is None:
+                frame = st.frame(session, sink)
+            if switching and state in switching:
+                self._switch(st, frame, state, plan, now, muted, switched, ctx)
+            else:
+                frame.add(snapshot(state, "insert", plan, now, muted, context=ctx))
+        # then updated and deleted rows, in the unit of work's order
+        for op, state, ready in logged:
+            if op == "switch":
+                continue
+            if frame is None:
+                frame = st.frame(session, sink)
             if ready is not None:
                 ready.context = ctx
                 frame.add(ready)
@@ -519,28 +559,29 @@ class Tracker:
             cls = state.class_
             known = per_class.get(cls)
             if known is None:
-                plan = plans.commit(cls, redact)
-                known = per_class[cls] = (
-                    plan, _muted_for(plan, names) if plan.bound else None)
+                known = per_class[cls] = _plan_and_muting(cls, redact, names)
             plan, muted = known
-            if muted is None:
-                continue
-            if op == "switch":
-                pk = tuple(state.dict.get(k) for k in plan.pk_keys)
-                replaced = switched.get((plan.root, pk))
-                if replaced is None:
-                    frame.add(snapshot(state, "insert", plan, now, muted, context=ctx))
-                    continue
-                # the UPDATE wrote only what the new object set: the rest of the row
-                # is the replaced row's
-                replaced.context = ctx
-                frame.add(replaced)
-                frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw, ctx))
-                unset = [p.key for p in state.mapper.column_attrs if p.key not in state.dict]
-                if unset:
-                    st.reload.append((state, unset))
-                continue
-            frame.add(snapshot(state, op, plan, now, muted, context=ctx))
+            if muted is not None:
+                frame.add(snapshot(state, op, plan, now, muted, context=ctx))
+
+    @staticmethod
+    def _switch(st: SessionState, frame: Frame, state: InstanceState[Any], plan: Plan,
+                now: dt.datetime, muted: frozenset[str],
+                switched: dict[Any, RowChange], ctx: FrozenDict) -> None:
+        """A pending object written as an UPDATE of the deleted row of its key."""
+        pk = tuple(state.dict.get(k) for k in plan.pk_keys)
+        replaced = switched.get((plan.root, pk))
+        if replaced is None:
+            frame.add(snapshot(state, "insert", plan, now, muted, context=ctx))
+            return
+        # the UPDATE wrote only what the new object set: the rest of the row is the
+        # replaced row's
+        replaced.context = ctx
+        frame.add(replaced)
+        frame.add(snapshot(state, "insert", plan, now, muted, replaced.raw, ctx))
+        unset = [p.key for p in state.mapper.column_attrs if p.key not in state.dict]
+        if unset:
+            st.reload.append((state, unset))
 
     def _after_flush_postexec(self, session: Session, flush_context: Any) -> None:
         st: SessionState | None = session.info.get(KEY)
@@ -602,10 +643,12 @@ class Tracker:
                 target = st.frames[parent] = Frame(frame.sink)
             target.absorb(frame)
             return
-        events = (frame.prepared if frame.prepared is not None
-                  else build_events(frame, plans, frame.sink.redact))
-        if events:
-            frame.sink.committed(events)
+        if frame.prepared is not None:
+            if frame.prepared:
+                frame.sink.committed(frame.prepared)
+        elif frame.count:
+            # made as the sink takes them (inline: as they are delivered)
+            frame.sink.committed(iter_events(frame, plans, frame.sink.redact, release=True))
 
 
 def _event_target(target: Any) -> tuple[Any, Any]:

@@ -38,7 +38,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper
 
-from ..capture.build import new_ids, row_events
+from ..capture.build import Ids, row_events
 from ..capture.frames import Frame, RowChange, same
 from ..capture.listeners import _normalised
 from ..capture.plans import plans
@@ -217,7 +217,7 @@ class Converter:
                 frame.add(change)
         redact_ = self.runtime.redact
         out: list[Outgoing] = []
-        ids = new_ids(len(frame))
+        ids = Ids(len(frame))
         for entry in frame.entries:
             if not isinstance(entry, RowChange):
                 continue

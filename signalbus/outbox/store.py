@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
@@ -137,7 +137,7 @@ class Outbox:
         """Write the transaction's events inside it, right before its commit."""
         self.store(session.connection(), events)
 
-    def committed(self, events: list[Outgoing]) -> None:
+    def committed(self, events: Iterable[Outgoing]) -> None:
         """Nothing to do: the events were stored (and the NOTIFY queued) by :meth:`prepare`."""
 
     def emit(self, sender: Any, event: Event) -> None:
