@@ -112,7 +112,10 @@ def run(ctx: Context) -> list[Row]:
     if ctx.postgres_url is None:
         return [Row(section, "trigger capture write cost", "floor",
                     note="not measured: PostgreSQL is not part of this run")]
+    import signalbus.bindings
+
     schema = f"signalbus_bench_triggers_{os.getpid()}"
+    saved = signalbus.bindings.registry.snapshot()  # later sections must not see ours
     engine, factory = _setup(ctx.postgres_url, schema)
     try:
         configs = [_Inserts("floor", FloorAccount, factory, ctx.batch_size, None),
@@ -159,6 +162,7 @@ def run(ctx: Context) -> list[Row]:
                 note=f"one outbox changes row for the statement; {len(ratios)} repeats"),
         ]
     finally:
+        signalbus.bindings.registry.restore(saved)
         engine.dispose()
         admin = create_engine(ctx.postgres_url)
         with admin.begin() as conn:
