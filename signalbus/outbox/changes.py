@@ -196,10 +196,9 @@ class Converter:
         if out:
             self.backend.store(conn, out)
         if done:
-            finished = set(done)
             for table_key in sorted({by_id[i].table for i in done}):
-                sql.delete_changed_rows(conn, found[table_key], [
-                    i for i in done if by_id[i].table == table_key and i in finished])
+                sql.delete_changed_rows(conn, found[table_key],
+                                        [i for i in done if by_id[i].table == table_key])
             sql.delete_changes(conn, done)
         for change_id, error in failed.items():
             log.error("signalbus: captured change %d of %s kept: %s", change_id,

@@ -293,7 +293,8 @@ class Worker(Stoppable):
         """Log each trigger-captured table whose triggers are not as its bindings want."""
         from ..capture.triggers import status
 
-        for st in status(conn, list(self.tables(conn).values())):
+        assert self.converter is not None
+        for st in status(conn, list(self.converter.tables(conn).values())):
             if st.state == "missing":
                 log.error("signalbus worker %s: table %s is bound with capture='trigger' but "
                           "has no signalbus triggers: its changes are not captured. Run "
@@ -309,10 +310,6 @@ class Worker(Stoppable):
                             "capture='trigger' binding in this app; its changes wait in the "
                             "outbox. Bind it, or run 'signalbus triggers uninstall'.",
                             self.name, st.table)
-
-    def tables(self, conn: Connection) -> dict[str, Any]:
-        assert self.converter is not None
-        return self.converter.tables(conn)
 
     # connections --------------------------------------------------------------------------
 
