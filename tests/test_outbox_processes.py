@@ -482,7 +482,8 @@ def test_chaos_workers_killed_and_stopped_at_random_lose_nothing(app_env, db, tm
     got = Counter((r.event_id, r.receiver) for r in calls)
     assert len(got) == 6000  # every (event, receiver) pair at least once
     by_live = Counter((r.event_id, r.receiver) for r in calls if r.pid not in killed)
-    assert max(by_live.values()) == 1  # a repeat needs a killed worker
+    # a repeat needs a killed worker (every delivering worker may have been killed)
+    assert all(n == 1 for n in by_live.values())
     firsts: dict[tuple[str, int], list[int]] = defaultdict(list)
     for r in calls:
         seen = firsts[(r.receiver, r.pk)]
