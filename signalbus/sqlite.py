@@ -30,6 +30,11 @@ class SQLiteTransactionWarning(SignalBusWarning):
     """A SQLite engine uses the driver's lazy transactions, which break SAVEPOINTs."""
 
 
+IMMEDIATE = "signalbus_sqlite_immediate"
+"""Execution option: on an engine :func:`configure` set up, begin with ``BEGIN IMMEDIATE``
+(take the write lock first, waiting for it) instead of ``BEGIN``."""
+
+
 def configure(engine: Any) -> Any:
     """Give a SQLite ``engine`` (sync, or async through aiosqlite) real transactions.
 
@@ -47,7 +52,10 @@ def configure(engine: Any) -> Any:
 
     @event.listens_for(sync, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE for a transaction that reads, then writes, beside other writers (a
+        # deferred one cannot wait for their lock: SQLite answers "database is locked")
+        immediate = conn.get_execution_options().get(IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     setattr(sync, _MARK, True)
     return engine

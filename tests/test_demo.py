@@ -35,6 +35,7 @@ def test_demo_serves_the_outbox_page_until_stopped():
     import re
     import signal
     import time
+    import urllib.error
     import urllib.request
 
     proc = subprocess.Popen(
@@ -69,8 +70,13 @@ def test_demo_serves_the_outbox_page_until_stopped():
         assert token
         form = urllib.parse.urlencode({"csrf_token": token.group(1),
                                        "signal": "user_registered", "since": "1h"}).encode()
-        with direct.open(url + "replay", data=form, timeout=10) as response:
-            done = response.read().decode()
+        try:
+            with direct.open(url + "replay", data=form, timeout=10) as response:
+                done = response.read().decode()
+        except urllib.error.HTTPError as exc:  # say what the server said
+            proc.send_signal(signal.SIGTERM)
+            rest, _ = proc.communicate(timeout=30)
+            raise AssertionError(f"replay answered {exc.code}:\n{''.join(seen)}{rest}") from exc
         assert "Replay of user_registered: 2 events" in done
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)

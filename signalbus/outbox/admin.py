@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import BindingError, ConfigurationError
 from ..redaction import redact
+from ..sqlite import IMMEDIATE
 from . import schema, sql
 from .schema import DEAD, DELIVERED, PENDING
 from .settings import OutboxSettings, aware, utcnow
@@ -172,8 +173,10 @@ def replay(runtime: Runtime, engine: Engine, settings: OutboxSettings, *,
         total = sql.count_events(conn, where, pending=False)
         counts["already_pending"] = sql.count_events(conn, where, pending=True)
     last = 0
+    # reads, then writes beside the workers: take SQLite's write lock first
+    writer = engine.execution_options(**{IMMEDIATE: True})
     while True:
-        with engine.begin() as conn:
+        with writer.begin() as conn:
             rows = sql.settled_events_after(conn, where, last, page_size)
             if not rows:
                 break
