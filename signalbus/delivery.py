@@ -127,7 +127,8 @@ def run_receiver(receiver: Receiver, sender: Any, event: Event, *,
 
 
 def run_receivers(receivers: Sequence[Receiver], sender: Any, event: Event, *,
-                  retries: bool = False, propagate: bool = False) -> list[Outcome]:
+                  retries: bool = False, propagate: bool = False,
+                  running: logs.Running | None = None) -> list[Outcome]:
     """Run ``receivers`` on ``event`` in order and classify how each run ended: the one
     place receivers are called (inline delivery, the flush phase, the worker).
 
@@ -141,25 +142,22 @@ def run_receivers(receivers: Sequence[Receiver], sender: Any, event: Event, *,
     untouched and aborts the flush, as an exception in Django's ``pre_save`` does.
 
     While a receiver runs, :data:`signalbus.logs.current` names it and its event.
+    ``running``: the record the caller has set in :data:`signalbus.logs.current` for a
+    run of many events (inline delivery); it is cleared when the receivers are done.
     """
     if propagate:
         for receiver in receivers:
             receiver.fn(sender, event=event)
         return [OK] * len(receivers)
-    running = logs.current.get()
-    token = None
     if running is None:
-        # the caller did not set up a record for a whole run (the worker, one event)
-        running = logs.Running()
-        token = logs.current.set(running)
-    before = running.event, running.receiver
+        return _run_in_record(receivers, sender, event, retries)
+    running.event = event
     try:
         if instruments:
             return [_instrumented(receiver, sender, event, retries, running)
                     for receiver in receivers]
         outcomes = []
         for receiver in receivers:
-            running.event = event
             running.receiver = receiver
             try:
                 receiver.fn(sender, event=event)
@@ -169,9 +167,27 @@ def run_receivers(receivers: Sequence[Receiver], sender: Any, event: Event, *,
                 outcomes.append(OK)
         return outcomes
     finally:
-        running.event, running.receiver = before
-        if token is not None:
+        running.event = running.receiver = None
+
+
+def _run_in_record(receivers: Sequence[Receiver], sender: Any, event: Event,
+                   retries: bool) -> list[Outcome]:
+    """:func:`run_receivers` for a caller that set up no record for a whole run (the
+    worker, one event at a time; a receiver run inside another's): a record of its own,
+    or the current one, put back as it was after."""
+    running = logs.current.get()
+    if running is None:
+        token = logs.current.set(logs.Running())
+        try:
+            return run_receivers(receivers, sender, event, retries=retries,
+                                 running=logs.current.get())
+        finally:
             logs.current.reset(token)
+    before = running.event, running.receiver
+    try:
+        return run_receivers(receivers, sender, event, retries=retries, running=running)
+    finally:
+        running.event, running.receiver = before
 
 
 def _instrumented(receiver: Receiver, sender: Any, event: Event, retries: bool,
@@ -284,7 +300,7 @@ def run_inline(target: Target, events: Iterable[Outgoing]) -> None:
     running = logs.Running()
     token = logs.current.set(running)
     try:
-        _drain(local)
+        _drain(local, running)
     finally:
         logs.current.reset(token)
         local.running = False
@@ -292,7 +308,7 @@ def run_inline(target: Target, events: Iterable[Outgoing]) -> None:
         local.queue.clear()
 
 
-def _drain(local: _Local) -> None:
+def _drain(local: _Local, running: logs.Running) -> None:
     # The receivers of one (bus, signal, sender), looked up once per run: like blinker's
     # send, a receiver connected while events are being delivered applies from the next
     # commit on. Consecutive events mostly share their signal and sender: the last
@@ -317,7 +333,7 @@ def _drain(local: _Local) -> None:
             if observers:
                 notify(sender, event)
             if receivers:
-                run_receivers(receivers, sender, event)
+                run_receivers(receivers, sender, event, running=running)
         local.event = None
 
 

@@ -87,6 +87,40 @@ def _key(key: Any) -> str:
     raise TypeError(f"dictionary key {key!r} of type {type(key).__name__} is not a JSON key")
 
 
+_MINUTES: dict[tuple[Any, ...], tuple[str, str]] = {}
+"""``_isoformat``'s texts before the seconds and after the microseconds, per minute and
+zone (at most :data:`_MINUTES_KEPT`: then it starts over, so that a long-running process
+does not grow it)."""
+_MINUTES_KEPT = 4096
+_SECONDS = [f"{i:02d}" for i in range(60)]
+
+
+def _isoformat(value: dt.datetime) -> str:
+    """``value.isoformat()``, at half its cost for values that share a minute.
+
+    CPython formats every field of a datetime through ``PyUnicode_FromFormat``, which
+    costs more than the rest of a row's capture; rows written together mostly share
+    their date, hour, minute and offset. The text up to the minute and the offset after
+    the microseconds are made once per minute and zone and kept; the seconds and
+    microseconds are put in between. Only for naive values and fixed offsets
+    (:class:`datetime.timezone`): another ``tzinfo`` may give two offsets within one
+    minute, and is formatted by ``isoformat()``.
+    """
+    us = value.microsecond
+    tz = value.tzinfo
+    if not us or (tz is not None and type(tz) is not dt.timezone):
+        return value.isoformat()
+    key = (value.minute, value.hour, value.day, value.month, value.year, tz)
+    parts = _MINUTES.get(key)
+    if parts is None:
+        text = value.isoformat()  # YYYY-MM-DDTHH:MM:SS.ffffff[+HH:MM[:SS[.ffffff]]]
+        parts = (text[:17], text[26:])
+        if len(_MINUTES) >= _MINUTES_KEPT:
+            _MINUTES.clear()
+        _MINUTES[key] = parts
+    return f"{parts[0]}{_SECONDS[value.second]}.{str(us + 1000000)[1:]}{parts[1]}"
+
+
 def _float(value: float) -> float:
     if not math.isfinite(value):
         raise TypeError(f"the float {value!r} is not a JSON number")
@@ -101,7 +135,7 @@ _SCALARS: dict[type, Callable[[Any], JSONValue]] = {
     float: _float,
     decimal.Decimal: str,
     uuid.UUID: str,
-    dt.datetime: dt.datetime.isoformat,
+    dt.datetime: _isoformat,
     dt.date: dt.date.isoformat,
     dt.time: dt.time.isoformat,
     dt.timedelta: dt.timedelta.total_seconds,

@@ -6,8 +6,11 @@ import datetime as dt
 import decimal
 import json
 import uuid
+import zoneinfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import PickleType
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -190,3 +193,22 @@ def test_row_event_makes_the_event_the_dataclass_makes() -> None:
     assert (made.source, made.attempt, made.instance) == ("orm", 1, None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.id = "j"  # type: ignore[misc]
+
+
+_OFFSETS = st.one_of(
+    st.none(),
+    st.timedeltas(min_value=dt.timedelta(hours=-23, minutes=-59),
+                  max_value=dt.timedelta(hours=23, minutes=59)).map(dt.timezone),
+    st.sampled_from([dt.UTC, zoneinfo.ZoneInfo("Europe/Paris"),
+                     zoneinfo.ZoneInfo("America/St_Johns")]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.datetimes(timezones=_OFFSETS, allow_imaginary=True), min_size=1,
+                max_size=6))
+def test_datetimes_are_normalised_exactly_as_isoformat_writes_them(values) -> None:
+    # the cached per-minute text (signalbus.events._IsoFormat) must give isoformat()'s
+    # text whatever came before: same minute, other offsets, fold, no microseconds
+    for value in values + values:
+        assert signalbus.events.normalise(value) == value.isoformat()

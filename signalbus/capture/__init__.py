@@ -5,6 +5,7 @@ Data flows one way through its parts, each readable alone:
 * :mod:`.plans` — what the bindings of a mapped class need captured from its rows;
 * :mod:`.frames` — row changes, the rules that merge them, the buffer of one
   transaction (no database needed to test them);
+* :mod:`.snapshots` — one row's values, normalised, become a row change;
 * :mod:`.build` — a committed frame's changes become the events of their bindings;
 * :mod:`.listeners` — the SQLAlchemy hooks that feed the frames, and their lifetime.
 

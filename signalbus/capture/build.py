@@ -7,14 +7,14 @@ update binding without one, muting recorded at capture time. No session involved
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from ..bindings import qualified_name
 from ..conditions import RowView
 from ..events import _SCALARS, AS_IS, EMPTY, FrozenDict, Outgoing, normalise, row_event
 from .frames import Emitted, Frame, RowChange
-from .plans import BindingPlan, PlanBook
+from .plans import EMPTY_PLAN, BindingPlan, Plan, PlanBook
 
 __all__ = ["Ids", "build_events", "iter_events", "new_ids", "row_events"]
 
@@ -81,8 +81,12 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
     """
     out: list[Outgoing] = []
     ids = Ids(len(frame))
-    # the bindings and model name of each class, looked up once per class
-    known: dict[type[Any], tuple[Mapping[str, tuple[BindingPlan, ...]], str]] = {}
+    # the plan and model name of each class, looked up once per class (and kept at hand
+    # while consecutive rows share their class)
+    known: dict[type[Any], tuple[Plan, str]] = {}
+    last: type[Any] | None = None
+    plan: Plan = EMPTY_PLAN
+    model = ""
     entries = frame.entries
     for i, entry in enumerate(entries):
         if entry is None:
@@ -93,14 +97,38 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
             yield (entry.sender, entry.event)
             continue
         cls = entry.cls
-        found = known.get(cls)
-        if found is None:
-            found = known[cls] = (plans.commit(cls, redact).by_op, qualified_name(cls))
-        bindings = found[0].get(entry.op)
+        if cls is not last:
+            found = known.get(cls)
+            if found is None:
+                found = known[cls] = (plans.commit(cls, redact), qualified_name(cls))
+            plan, model = found
+            last = cls
+        op = entry.op
+        signals = plan.plain.get(op)
+        if signals is not None and not entry.muted:
+            # the common case: every binding of the op sends the row's change as it is
+            pk = _pk(entry.pk)
+            for signal in signals:
+                free = ids.free or ids.refill()
+                yield (cls, row_event(free.pop(), signal, model, op, pk, entry.data, EMPTY,
+                                      entry.occurred_at, entry.source, entry.context))
+            continue
+        bindings = plan.by_op.get(op)
         if bindings:
-            row_events(entry, bindings, ids, out, found[1])
+            row_events(entry, bindings, ids, out, model)
             yield from out
             out.clear()
+
+
+def _pk(pk: tuple[Any, ...]) -> Any:
+    """The primary key an event names: the value of a one-column key, else a tuple."""
+    if len(pk) == 1:
+        value = pk[0]
+        if type(value) in AS_IS:
+            return value
+        convert = _SCALARS.get(type(value))
+        return convert(value) if convert is not None else normalise(value)
+    return normalise(pk)
 
 
 def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
@@ -116,13 +144,7 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
     view: RowView | None = None
     if model is None:
         model = qualified_name(rc.cls)
-    if len(rc.pk) == 1:
-        pk = rc.pk[0]
-        if type(pk) not in AS_IS:
-            convert = _SCALARS.get(type(pk))
-            pk = convert(pk) if convert is not None else normalise(pk)
-    else:
-        pk = normalise(rc.pk)
+    pk = _pk(rc.pk)
     data_all = rc.data
     muted = rc.muted
     for bp in bindings:

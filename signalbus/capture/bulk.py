@@ -33,7 +33,6 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select, tuple_
 from sqlalchemy.engine import Result
 from sqlalchemy.engine.result import null_result
@@ -41,10 +40,10 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 
 from .. import muting
 from ..contexts import current_context
-from ..errors import UnserialisableValue
-from ..events import _SCALARS, FrozenDict, normalise
+from ..events import FrozenDict
 from .frames import Frame, RowChange, same
 from .plans import Plan, plans
+from .snapshots import normalised
 
 __all__ = ["BulkHost", "execute"]
 
@@ -300,7 +299,7 @@ class _Run:
     def _change(self, op: str, row: dict[str, Any], values: dict[str, Any],
                 old: dict[str, Any]) -> RowChange:
         plan = self.plan
-        data = FrozenDict(self._normalised(values))
+        data = normalised(self.cls, plan, values)
         pk = tuple(row[k] for k in plan.pk_keys)
         key = (plan.root, pk)
         if op == "delete":
@@ -313,22 +312,3 @@ class _Run:
             raw = _NOTHING
         return RowChange(self.cls, key, key, op, pk, data, raw, old, self.now, self.muted,
                          "bulk", self.context)
-
-    def _normalised(self, row: dict[str, Any]) -> dict[str, Any]:
-        try:  # the common case: every value of a scalar type
-            return {k: _SCALARS[type(v)](v) for k in self.plan.capture for v in (row[k],)}
-        except (KeyError, TypeError):
-            pass
-        out = {}
-        for key in self.plan.capture:
-            try:
-                out[key] = normalise(row[key])
-            except TypeError as exc:
-                column = sa_inspect(self.cls).column_attrs[key].columns[0]
-                raise UnserialisableValue(
-                    f"signalbus cannot put {self.cls.__qualname__}.{key} (column type "
-                    f"{column.type!r}) into an event: {exc}. Leave it out with "
-                    f"bind(..., exclude=[{key!r}]) or list the wanted attributes in "
-                    "fields=, or store it in a JSON-compatible column type."
-                ) from None
-        return out

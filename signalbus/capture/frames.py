@@ -27,6 +27,7 @@ The merged change keeps its first change's ``occurred_at``, ``source`` (``"orm"`
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from ..events import EMPTY, Event, FrozenDict, normalise
@@ -217,6 +218,18 @@ class Frame:
             return
         self.entries[slot] = merged
         index[merged.key] = slot
+
+    def extend(self, entries: Iterable[Entry]) -> None:
+        """:meth:`add` each of ``entries``, in order (a flush's rows, in one call)."""
+        index = self.index
+        rows = self.entries
+        for entry in entries:
+            if entry.origin in index:
+                self.add(entry)
+            else:
+                index[entry.key] = len(rows)
+                rows.append(entry)
+                self.count += 1
 
     def absorb(self, child: Frame) -> None:
         """Merge the changes of a released SAVEPOINT, in their order."""

@@ -47,18 +47,18 @@ from sqlalchemy.orm import (
     scoped_session,
     sessionmaker,
 )
-from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.session import SessionTransaction
 
 from .. import muting
 from ..bindings import Binding, qualified_name, registry
 from ..contexts import current_context
-from ..errors import BindingError, ConfigurationError, UnserialisableValue
-from ..events import _SCALARS, AS_IS, EMPTY, Event, FrozenDict, Outgoing, normalise
+from ..errors import BindingError, ConfigurationError
+from ..events import Event, FrozenDict, Outgoing
 from . import bulk, triggers
 from .build import Ids, build_events, iter_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
+from .snapshots import inserted, snapshot
 
 __all__ = ["Sink", "Tracker", "attach_session", "emit_into", "session_state",
            "sync_bindings"]
@@ -207,129 +207,6 @@ def _flush_state(state: InstanceState[Any]) -> SessionState | None:
     if st is None or not st.flushing:
         return None
     return st
-
-
-# -- snapshots -------------------------------------------------------------------------
-
-
-def _value(state: InstanceState[Any], key: str) -> Any:
-    d = state.dict
-    if key in d:
-        return d[key]
-    # expired or deferred (a server-side value not returned by RETURNING): load it
-    return getattr(state.obj(), key)
-
-
-def _committed(state: InstanceState[Any], key: str) -> Any:
-    """The value ``key`` has in the database (before a pending change of it)."""
-    original = state.committed_state.get(key, NO_VALUE)
-    if original is not NO_VALUE:
-        return original
-    return _value(state, key)
-
-
-def _normalised(cls: type[Any], values: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for key, value in values:
-        try:
-            out[key] = normalise(value)
-        except TypeError as exc:
-            column = sa_inspect(cls).column_attrs[key].columns[0]
-            raise UnserialisableValue(
-                f"signalbus cannot put {cls.__qualname__}.{key} (column type "
-                f"{column.type!r}) into an event: {exc}. Leave it out with "
-                f"bind(..., exclude=[{key!r}]) or list the wanted attributes in fields=, "
-                "or store it in a JSON-compatible column type."
-            ) from None
-    return out
-
-
-_NOTHING: dict[str, Any] = {}
-
-
-def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
-             muted: frozenset[str], unset: dict[str, Any] | None = None,
-             context: FrozenDict = EMPTY) -> RowChange:
-    """One row's change as a flush wrote it (a delete: the row as committed).
-
-    ``unset``: the values of attributes the object never set, when they are not
-    ``None`` in the database (the row a new object replaced keeps them).
-    """
-    if op == "delete":
-        return _deleted(state, plan, now, muted, context)
-    cls = state.class_
-    d = state.dict
-    if unset:
-        d = {**unset, **d}
-    try:
-        # the common case in one pass: every value loaded and of a scalar type
-        data = FrozenDict({k: v if type(v := d[k]) in AS_IS else _SCALARS[type(v)](v)
-                           for k in plan.capture})
-    except (KeyError, TypeError):
-        # an unloaded value (loaded here), or one to normalise or to refuse: _normalised
-        # names the column when a value is not JSON
-        data = FrozenDict(_normalised(cls, [(k, d[k] if k in d else _value(state, k))
-                                            for k in plan.capture]))
-    try:
-        pk = tuple(map(d.__getitem__, plan.pk_keys))
-    except KeyError:
-        pk = tuple(_value(state, k) for k in plan.pk_keys)
-    key = (plan.root, pk)
-    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else None
-    if op == "insert":
-        # most rows: nothing for conditions to read, and nothing old (shared, never
-        # mutated)
-        return RowChange(cls, key, key, op, pk, data, raw or _NOTHING, _NOTHING, now, muted,
-                         "orm", context)
-    if raw is None:
-        raw = {}
-    old: dict[str, Any] = {}
-    # committed_state holds each changed attribute's value from before it was set
-    # (loaded by active history when it had expired): the scalar history, without
-    # building state.attrs (an AttributeState per attribute, per row)
-    columns = plan.columns
-    for k, original in state.committed_state.items():
-        if k not in columns or k not in d:
-            continue
-        new = d[k]
-        if original is NO_VALUE:
-            original = None
-        elif _same(original, new):
-            continue  # set back to the value it had: no change
-        old[k] = original
-        raw[k] = new
-    # the key the row had before this flush (the identity map's key is updated after
-    # after_flush): a primary-key change merges with the row's earlier changes
-    ident = state.key[1] if state.key is not None else pk
-    origin = key if ident == pk else (plan.root, tuple(ident))
-    return RowChange(cls, origin, key, op, pk, data, raw, old, now, muted, "orm", context)
-
-
-def _deleted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
-             muted: frozenset[str], context: FrozenDict = EMPTY) -> RowChange:
-    """A deleted row's change: the row as committed, every column of it."""
-    cls = state.class_
-    values = [(k, _committed(state, k)) for k in plan.capture]
-    try:
-        data = FrozenDict({k: _SCALARS[type(v)](v) for k, v in values})
-    except (KeyError, TypeError):
-        data = FrozenDict(_normalised(cls, values))
-    # every column: a delete followed by an insert of the key becomes an update
-    raw = dict(values)
-    for k in plan.columns:
-        if k not in raw:
-            raw[k] = _committed(state, k)
-    pk = state.key[1] if state.key is not None else tuple(raw[k] for k in plan.pk_keys)
-    key = (plan.root, tuple(pk))
-    return RowChange(cls, key, key, "delete", tuple(pk), data, raw, {}, now, muted, "orm",
-                     context)
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # an exotic type whose == is not a bool (arrays)
-        return a is b
 
 
 def _muted_for(plan: Plan, names: frozenset[str]) -> frozenset[str] | None:
@@ -529,23 +406,37 @@ class Tracker:
         # row. A pending object written as an UPDATE (a row switch) is in the log.
         switching = {e[1]: e for e in logged if e[0] == "switch"} if logged else None
         written = flush_context.states
-        for state in session._new:
+        rows: list[RowChange] = []
+        last: type[Any] | None = None
+        plan = muted = None
+        for state, obj in session._new.items():
             flags = written.get(state)
             if flags is None or flags[0] or flags[1]:
                 continue  # not in this flush (flush(objects)), or only listed by it
             cls = state.class_
-            known = per_class.get(cls)
-            if known is None:
-                known = per_class[cls] = _plan_and_muting(cls, redact, names)
-            plan, muted = known
+            if cls is not last:
+                known = per_class.get(cls)
+                if known is None:
+                    known = per_class[cls] = _plan_and_muting(cls, redact, names)
+                plan, muted = known
+                last = cls
             if muted is None:
                 continue
-            if frame is None:
-                frame = st.frame(session, sink)
+            assert plan is not None
             if switching and state in switching:
+                if frame is None:
+                    frame = st.frame(session, sink)
+                frame.extend(rows)
+                rows = []
                 self._switch(st, frame, state, plan, now, muted, switched, ctx)
             else:
-                frame.add(snapshot(state, "insert", plan, now, muted, context=ctx))
+                # the object's __dict__ is what state.dict gives (SQLAlchemy 2 has no
+                # other instance dict), without the property's call per row
+                rows.append(inserted(state, obj.__dict__, plan, now, muted, ctx))
+        if rows:
+            if frame is None:
+                frame = st.frame(session, sink)
+            frame.extend(rows)
         # then updated and deleted rows, in the unit of work's order
         for op, state, ready in logged:
             if op == "switch":

@@ -40,8 +40,8 @@ from sqlalchemy.orm import Mapper
 
 from ..capture.build import Ids, row_events
 from ..capture.frames import Frame, RowChange, same
-from ..capture.listeners import _normalised
 from ..capture.plans import plans
+from ..capture.snapshots import normalised
 from ..capture.triggers import (
     TriggerTable,
     install,
@@ -288,7 +288,7 @@ class Converter:
                 context: FrozenDict) -> RowChange:
         plan = plans.trigger(cls, self.runtime.redact)
         try:
-            data = FrozenDict(_normalised(cls, [(k, row[k]) for k in plan.capture]))
+            data = normalised(cls, plan, row)
         except UnserialisableValue as exc:
             raise _Failed(str(exc)) from None
         if op == "delete":

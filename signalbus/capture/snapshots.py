@@ -1,0 +1,165 @@
+"""Snapshots: one row's values, as a flush wrote them, become a :class:`RowChange`.
+
+Called by the listeners (an inserted, updated or deleted object) and, for the values
+alone, by bulk and trigger capture (a row read back from the database). Nothing here
+keeps state.
+
+Values are normalised here, at capture time, so that a value that is not JSON fails the
+flush that wrote it, with an error naming the model and the column
+(:class:`~signalbus.UnserialisableValue`), rather than a delivery later.
+
+Most values (``str``, ``int``, ``bool``, ``None``) need nothing, a ``datetime`` its
+ISO text; a value of another type goes through :func:`signalbus.events.normalise`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import InstanceState
+from sqlalchemy.orm.base import NO_VALUE
+
+from ..errors import UnserialisableValue
+from ..events import _SCALARS, AS_IS, EMPTY, FrozenDict, normalise
+from .frames import RowChange, same
+from .plans import Plan
+
+__all__ = ["deleted", "inserted", "normalised", "normalised_one_by_one", "snapshot"]
+
+NOTHING: dict[str, Any] = {}
+"""The empty ``raw``/``old`` of most inserted rows (shared, never changed)."""
+
+
+def normalised(cls: type[Any], plan: Plan, row: Mapping[str, Any]) -> FrozenDict:
+    """The normalised values of ``plan.capture`` in ``row`` (an object's ``__dict__``,
+    or a row read back): ``KeyError`` when one is not there; a value that is not JSON
+    raises :class:`~signalbus.UnserialisableValue` naming the column."""
+    try:
+        # the common case in one pass: values of the types normalise() converts
+        # directly (measured: cheaper than reading the values in one call and checking
+        # their types after)
+        return FrozenDict({k: v if type(v := row[k]) in AS_IS
+                           else _SCALARS.get(type(v), normalise)(v) for k in plan.capture})
+    except TypeError:
+        # one to refuse (or a non-finite float): named here
+        return FrozenDict(normalised_one_by_one(cls, [(k, row[k]) for k in plan.capture]))
+
+
+def normalised_one_by_one(cls: type[Any], values: Iterable[tuple[str, Any]]
+                          ) -> dict[str, Any]:
+    """``{attribute: normalise(value)}``; an error names the model and the column."""
+    out = {}
+    for key, value in values:
+        try:
+            out[key] = normalise(value)
+        except TypeError as exc:
+            column = sa_inspect(cls).column_attrs[key].columns[0]
+            raise UnserialisableValue(
+                f"signalbus cannot put {cls.__qualname__}.{key} (column type "
+                f"{column.type!r}) into an event: {exc}. Leave it out with "
+                f"bind(..., exclude=[{key!r}]) or list the wanted attributes in fields=, "
+                "or store it in a JSON-compatible column type."
+            ) from None
+    return out
+
+
+def _value(state: InstanceState[Any], key: str) -> Any:
+    d = state.dict
+    if key in d:
+        return d[key]
+    # expired or deferred (a server-side value not returned by RETURNING): load it
+    return getattr(state.obj(), key)
+
+
+def _committed(state: InstanceState[Any], key: str) -> Any:
+    """The value ``key`` has in the database (before a pending change of it)."""
+    original = state.committed_state.get(key, NO_VALUE)
+    if original is not NO_VALUE:
+        return original
+    return _value(state, key)
+
+
+def _loaded(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
+            ) -> tuple[FrozenDict, tuple[Any, ...]]:
+    """The row's normalised data and primary key, loading what is not loaded."""
+    try:
+        pk_keys = plan.pk_keys
+        pk = (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys))
+        return normalised(state.class_, plan, d), pk
+    except KeyError:
+        # an unloaded value (expired, or a server-side value not returned): load it
+        full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
+        pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
+        return normalised(state.class_, plan, full), pk
+
+
+def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
+             now: dt.datetime, muted: frozenset[str], context: FrozenDict,
+             unset: Mapping[str, Any] | None = None) -> RowChange:
+    """An inserted row's change; ``d`` is the object's ``__dict__``.
+
+    ``unset``: the values of attributes the object never set, when they are not ``None``
+    in the database (the row a new object replaced keeps them).
+    """
+    if unset:
+        d = {**unset, **d}
+    data, pk = _loaded(state, d, plan)
+    key = (plan.root, pk)
+    # most rows: nothing for conditions to read, and nothing old
+    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else NOTHING
+    return RowChange(state.class_, key, key, "insert", pk, data, raw, NOTHING, now, muted,
+                     "orm", context)
+
+
+def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
+             muted: frozenset[str], unset: Mapping[str, Any] | None = None,
+             context: FrozenDict = EMPTY) -> RowChange:
+    """One row's change as a flush wrote it (a delete: the row as committed)."""
+    if op == "delete":
+        return deleted(state, plan, now, muted, context)
+    d = state.dict
+    if op == "insert":
+        return inserted(state, d, plan, now, muted, context, unset)
+    data, pk = _loaded(state, d, plan)
+    key = (plan.root, pk)
+    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw}
+    old: dict[str, Any] = {}
+    # committed_state holds each changed attribute's value from before it was set
+    # (loaded by active history when it had expired): the scalar history, without
+    # building state.attrs (an AttributeState per attribute, per row)
+    columns = plan.columns
+    for k, original in state.committed_state.items():
+        if k not in columns or k not in d:
+            continue
+        new = d[k]
+        if original is NO_VALUE:
+            original = None
+        elif same(original, new):
+            continue  # set back to the value it had: no change
+        old[k] = original
+        raw[k] = new
+    # the key the row had before this flush (the identity map's key is updated after
+    # after_flush): a primary-key change merges with the row's earlier changes
+    ident = state.key[1] if state.key is not None else pk
+    origin = key if ident == pk else (plan.root, tuple(ident))
+    return RowChange(state.class_, origin, key, op, pk, data, raw, old, now, muted, "orm",
+                     context)
+
+
+def deleted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
+            muted: frozenset[str], context: FrozenDict = EMPTY) -> RowChange:
+    """A deleted row's change: the row as committed, every column of it."""
+    cls = state.class_
+    # every column: a delete followed by an insert of the key becomes an update
+    raw = {k: _committed(state, k) for k in plan.capture}
+    for k in plan.columns:
+        if k not in raw:
+            raw[k] = _committed(state, k)
+    data = normalised(cls, plan, raw)
+    pk = state.key[1] if state.key is not None else tuple(raw[k] for k in plan.pk_keys)
+    key = (plan.root, tuple(pk))
+    return RowChange(cls, key, key, "delete", tuple(pk), data, raw, {}, now, muted, "orm",
+                     context)
