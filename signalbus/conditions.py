@@ -66,6 +66,8 @@ class _Changed(Condition):
         self.to = to
         self.was = was
         self.fields = frozenset(names) if names else None
+        self._any_change = to is _UNSET and was is _UNSET
+        """No ``to=`` nor ``was=``: on an update, any change of a named attribute."""
 
     def _one(self, name: str, row: RowView, changed: set[str]) -> bool:
         if name not in changed:
@@ -78,10 +80,13 @@ class _Changed(Condition):
         return True
 
     def __call__(self, row: RowView) -> bool:
-        if row.op == "update" and self.to is _UNSET and self.was is _UNSET:
+        if self._any_change and row.op == "update":
             # the common case (changed("plan") on an update), without building a set
             old = row.old
-            return bool(old) if not self.names else any(n in old for n in self.names)
+            names = self.names
+            if len(names) == 1:
+                return names[0] in old
+            return bool(old) if not names else any(n in old for n in names)
         changed = row.changed_fields()
         names = self.names or tuple(changed)
         return any(self._one(n, row, changed) for n in names)

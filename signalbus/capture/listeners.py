@@ -58,7 +58,7 @@ from . import bulk, triggers
 from .build import Ids, build_events, iter_events, row_events
 from .frames import Emitted, Frame, RowChange
 from .plans import Plan, plans
-from .snapshots import inserted, snapshot
+from .snapshots import inserted, snapshot, updated
 
 __all__ = ["Sink", "Tracker", "attach_session", "emit_into", "session_state",
            "sync_bindings"]
@@ -125,7 +125,10 @@ class Installer:
             # one listener per class hierarchy and mapper event (propagate=True covers
             # subclasses; one per bound class would fire twice for a subclass of a
             # bound base)
-            sa_event.listen(root, name, _MAPPER_LISTENERS[name], raw=True, propagate=True)
+            # raw and retval: SQLAlchemy calls the hook itself, with no wrapper of its
+            # own (one call per row; what the hooks return is not read for these events)
+            sa_event.listen(root, name, _MAPPER_LISTENERS[name], raw=True, retval=True,
+                            propagate=True)
             self._installed.add((root, name))
 
     def _install(self, mapper: Mapper[Any], binding: Binding) -> None:
@@ -172,15 +175,20 @@ def sync_bindings() -> None:
 class SessionState:
     """Lives in ``session.info``: the flush log and the frames of open transactions."""
 
-    __slots__ = ("flush_log", "flushing", "frames", "reload", "sink", "switched", "tracker")
+    __slots__ = ("flush_log", "flushing", "frames", "reload", "sink", "switched", "switching",
+                 "tracker")
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self.frames: dict[SessionTransaction, Frame] = {}
-        self.flush_log: list[tuple[str, InstanceState[Any], RowChange | None]] = []
+        self.flush_log: list[InstanceState[Any] | RowChange] = []
+        """The rows of this flush, in the unit of work's order: updated objects' states,
+        and deleted rows' changes (taken before the DELETE)."""
         self.flushing = False
         self.sink: Sink | None = None
         self.switched: dict[Any, RowChange] = {}
+        self.switching: set[InstanceState[Any]] = set()
+        """The pending objects of this flush written as an UPDATE (a row switch)."""
         """Deleted rows a new object of the same key replaces in this flush (SQLAlchemy
         turns the pair into one UPDATE, a "row switch"), snapshotted before it."""
         self.reload: list[tuple[InstanceState[Any], list[str]]] = []
@@ -199,14 +207,30 @@ class SessionState:
         return frame
 
 
+class Flushes:
+    """The sessions of a bus flushing now, by :attr:`Session.hash_key`, the key each of
+    their objects' states carries as ``session_id``: a mapper hook finds the state of
+    its row's session with one dictionary lookup (``state.session`` resolves a weak
+    reference through SQLAlchemy's registry of sessions, per row)."""
+
+    def __init__(self) -> None:
+        self.active: dict[int, SessionState] = {}
+
+    def begin(self, session: Session, st: SessionState) -> None:
+        st.flushing = True
+        self.active[session.hash_key] = st
+
+    def end(self, session: Session, st: SessionState) -> None:
+        """The flush ended (or failed: its transaction's end says so)."""
+        st.flushing = False
+        self.active.pop(session.hash_key, None)
+
+
+flushes = Flushes()
+
+
 def _flush_state(state: InstanceState[Any]) -> SessionState | None:
-    session = state.session
-    if session is None:
-        return None
-    st: SessionState | None = session.info.get(KEY)
-    if st is None or not st.flushing:
-        return None
-    return st
+    return flushes.active.get(state.session_id)  # type: ignore[arg-type]
 
 
 def _muted_for(plan: Plan, names: frozenset[str]) -> frozenset[str] | None:
@@ -230,10 +254,13 @@ def _plan_and_muting(cls: type[Any], redact: tuple[str, ...], names: frozenset[s
 
 
 def _after_update(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
-    st = _flush_state(state)
+    st = flushes.active.get(state.session_id)  # type: ignore[arg-type]
     if st is not None:
-        # a pending object written as an UPDATE replaced a deleted row of its key
-        st.flush_log.append(("update" if state.key is not None else "switch", state, None))
+        if state.key is not None:
+            st.flush_log.append(state)
+        else:
+            # a pending object written as an UPDATE replaced a deleted row of its key
+            st.switching.add(state)
 
 
 def _before_delete(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
@@ -248,7 +275,7 @@ def _before_delete(mapper: Mapper[Any], connection: Any, state: InstanceState[An
         if muted is not None:
             # the row is about to go: take its values now
             now = dt.datetime.now(dt.UTC)
-            st.flush_log.append(("delete", state, snapshot(state, "delete", plan, now, muted)))
+            st.flush_log.append(snapshot(state, "delete", plan, now, muted))
 
 
 def _before_insert(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
@@ -347,8 +374,15 @@ class Tracker:
         root = session.get_transaction()
         root_frame = st.frames.get(root) if root is not None else None
         st.sink = root_frame.sink if root_frame is not None else self.resolve(session)
-        st.flushing = st.sink is not None
+        if st.sink is not None:
+            flushes.begin(session, st)
+        elif st.flushing:
+            flushes.end(session, st)
+        # (what a failed flush left is dropped)
         st.flush_log = []
+        if st.switching or st.switched:
+            st.switching = set()
+            st.switched = {}
         triggers.sharing.apply(session)
         if st.flushing and session._new and session._deleted:
             self._note_switches(st, session)
@@ -387,9 +421,12 @@ class Tracker:
         st: SessionState | None = session.info.get(KEY)
         if st is None or not st.flushing:
             return
-        st.flushing = False
+        flushes.end(session, st)
         logged, st.flush_log = st.flush_log, []
         switched, st.switched = st.switched, {}
+        switching = st.switching
+        if switching:
+            st.switching = set()
         sink = st.sink
         if sink is None:
             return
@@ -404,7 +441,6 @@ class Tracker:
         # session's pending objects (still listed until this hook returns, in the order
         # they were added) that the flush context wrote; no mapper hook runs per inserted
         # row. A pending object written as an UPDATE (a row switch) is in the log.
-        switching = {e[1]: e for e in logged if e[0] == "switch"} if logged else None
         written = flush_context.states
         rows: list[RowChange] = []
         last: type[Any] | None = None
@@ -437,23 +473,33 @@ class Tracker:
             if frame is None:
                 frame = st.frame(session, sink)
             frame.extend(rows)
+            rows = []
+        if not logged:
+            return
         # then updated and deleted rows, in the unit of work's order
-        for op, state, ready in logged:
-            if op == "switch":
+        last = None
+        for entry in logged:
+            if isinstance(entry, RowChange):  # a deleted row, snapshotted before it went
+                entry.context = ctx
+                rows.append(entry)
                 continue
+            state = entry
+            cls = state.class_
+            if cls is not last:
+                known = per_class.get(cls)
+                if known is None:
+                    known = per_class[cls] = _plan_and_muting(cls, redact, names)
+                plan, muted = known
+                last = cls
+            if muted is not None:
+                assert plan is not None
+                obj = state.obj()
+                if obj is not None:  # (a modified object is held by its session)
+                    rows.append(updated(state, obj.__dict__, plan, now, muted, ctx))
+        if rows:
             if frame is None:
                 frame = st.frame(session, sink)
-            if ready is not None:
-                ready.context = ctx
-                frame.add(ready)
-                continue
-            cls = state.class_
-            known = per_class.get(cls)
-            if known is None:
-                known = per_class[cls] = _plan_and_muting(cls, redact, names)
-            plan, muted = known
-            if muted is not None:
-                frame.add(snapshot(state, op, plan, now, muted, context=ctx))
+            frame.extend(rows)
 
     @staticmethod
     def _switch(st: SessionState, frame: Frame, state: InstanceState[Any], plan: Plan,
@@ -520,6 +566,8 @@ class Tracker:
         st: SessionState | None = session.info.get(KEY)
         if st is None:
             return
+        if st.flushing:  # the flush failed: its transaction was rolled back
+            flushes.end(session, st)
         frame = st.frames.pop(transaction, None)
         if frame is None or not frame.committed:
             return  # nothing captured, or rolled back: its events are dropped

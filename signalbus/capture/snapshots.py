@@ -24,10 +24,10 @@ from sqlalchemy.orm.base import NO_VALUE
 
 from ..errors import UnserialisableValue
 from ..events import _SCALARS, AS_IS, EMPTY, FrozenDict, normalise
-from .frames import RowChange, same
+from .frames import RowChange
 from .plans import Plan
 
-__all__ = ["deleted", "inserted", "normalised", "normalised_one_by_one", "snapshot"]
+__all__ = ["deleted", "inserted", "normalised", "normalised_one_by_one", "snapshot", "updated"]
 
 NOTHING: dict[str, Any] = {}
 """The empty ``raw``/``old`` of most inserted rows (shared, never changed)."""
@@ -84,16 +84,11 @@ def _committed(state: InstanceState[Any], key: str) -> Any:
 
 def _loaded(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
             ) -> tuple[FrozenDict, tuple[Any, ...]]:
-    """The row's normalised data and primary key, loading what is not loaded."""
-    try:
-        pk_keys = plan.pk_keys
-        pk = (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys))
-        return normalised(state.class_, plan, d), pk
-    except KeyError:
-        # an unloaded value (expired, or a server-side value not returned): load it
-        full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
-        pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
-        return normalised(state.class_, plan, full), pk
+    """The row's normalised data and primary key, loading what ``d`` does not hold
+    (expired, or a server-side value not returned by the statement)."""
+    full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
+    pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
+    return normalised(state.class_, plan, full), pk
 
 
 def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
@@ -106,7 +101,12 @@ def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     """
     if unset:
         d = {**unset, **d}
-    data, pk = _loaded(state, d, plan)
+    pk_keys = plan.pk_keys
+    try:
+        data = normalised(state.class_, plan, d)
+        pk = (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys))
+    except KeyError:
+        data, pk = _loaded(state, d, plan)
     key = (plan.root, pk)
     # most rows: nothing for conditions to read, and nothing old
     raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else NOTHING
@@ -114,18 +114,18 @@ def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
                      "orm", context)
 
 
-def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
-             muted: frozenset[str], unset: Mapping[str, Any] | None = None,
-             context: FrozenDict = EMPTY) -> RowChange:
-    """One row's change as a flush wrote it (a delete: the row as committed)."""
-    if op == "delete":
-        return deleted(state, plan, now, muted, context)
-    d = state.dict
-    if op == "insert":
-        return inserted(state, d, plan, now, muted, context, unset)
-    data, pk = _loaded(state, d, plan)
-    key = (plan.root, pk)
-    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw}
+def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
+            now: dt.datetime, muted: frozenset[str], context: FrozenDict) -> RowChange:
+    """An updated row's change; ``d`` is the object's ``__dict__``."""
+    pk_keys = plan.pk_keys
+    try:
+        data = normalised(state.class_, plan, d)
+        pk = (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys))
+    except KeyError:
+        data, pk = _loaded(state, d, plan)
+    root = plan.root
+    key = (root, pk)
+    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else {}
     old: dict[str, Any] = {}
     # committed_state holds each changed attribute's value from before it was set
     # (loaded by active history when it had expired): the scalar history, without
@@ -137,16 +137,32 @@ def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
         new = d[k]
         if original is NO_VALUE:
             original = None
-        elif same(original, new):
-            continue  # set back to the value it had: no change
+        else:
+            try:
+                if original == new:
+                    continue  # set back to the value it had: no change
+            except Exception:  # an exotic type whose == is not a bool (arrays)
+                if original is new:
+                    continue
         old[k] = original
         raw[k] = new
     # the key the row had before this flush (the identity map's key is updated after
     # after_flush): a primary-key change merges with the row's earlier changes
     ident = state.key[1] if state.key is not None else pk
-    origin = key if ident == pk else (plan.root, tuple(ident))
-    return RowChange(state.class_, origin, key, op, pk, data, raw, old, now, muted, "orm",
-                     context)
+    origin = key if ident == pk else (root, tuple(ident))
+    return RowChange(state.class_, origin, key, "update", pk, data, raw, old, now, muted,
+                     "orm", context)
+
+
+def snapshot(state: InstanceState[Any], op: str, plan: Plan, now: dt.datetime,
+             muted: frozenset[str], unset: Mapping[str, Any] | None = None,
+             context: FrozenDict = EMPTY) -> RowChange:
+    """One row's change as a flush wrote it (a delete: the row as committed)."""
+    if op == "delete":
+        return deleted(state, plan, now, muted, context)
+    if op == "insert":
+        return inserted(state, state.dict, plan, now, muted, context, unset)
+    return updated(state, state.dict, plan, now, muted, context)
 
 
 def deleted(state: InstanceState[Any], plan: Plan, now: dt.datetime,
