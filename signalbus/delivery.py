@@ -123,14 +123,17 @@ OK = Outcome("ok")
 def run_receiver(receiver: Receiver, sender: Any, event: Event, *,
                  retries: bool = False, propagate: bool = False) -> Outcome:
     """Run one receiver and classify how it ended (see :func:`run_receivers`)."""
-    return run_receivers((receiver,), sender, event, retries=retries, propagate=propagate)[0]
+    failed = run_receivers((receiver,), sender, event, retries=retries, propagate=propagate)
+    return failed[0][1] if failed else OK
 
 
 def run_receivers(receivers: Sequence[Receiver], sender: Any, event: Event, *,
                   retries: bool = False, propagate: bool = False,
-                  running: logs.Running | None = None) -> list[Outcome]:
-    """Run ``receivers`` on ``event`` in order and classify how each run ended: the one
-    place receivers are called (inline delivery, the flush phase, the worker).
+                  running: logs.Running | None = None) -> list[tuple[Receiver, Outcome]]:
+    """Run ``receivers`` on ``event`` in order and classify how each run that failed
+    ended: the one place receivers are called (inline delivery, the flush phase, the
+    worker). Returns the receivers that failed, with their :class:`Outcome` (the others
+    ended ``ok``).
 
     Exception contract: an ``Exception`` never propagates; it is logged to the
     ``signalbus`` logger (with the event id; a traceback unless the receiver said
@@ -148,30 +151,29 @@ def run_receivers(receivers: Sequence[Receiver], sender: Any, event: Event, *,
     if propagate:
         for receiver in receivers:
             receiver.fn(sender, event=event)
-        return [OK] * len(receivers)
+        return []
     if running is None:
         return _run_in_record(receivers, sender, event, retries)
     running.event = event
     try:
         if instruments:
-            return [_instrumented(receiver, sender, event, retries, running)
-                    for receiver in receivers]
-        outcomes = []
+            return [(receiver, outcome) for receiver in receivers
+                    if not (outcome := _instrumented(receiver, sender, event, retries,
+                                                     running)).ok]
+        failed = []
         for receiver in receivers:
             running.receiver = receiver
             try:
                 receiver.fn(sender, event=event)
             except Exception as exc:
-                outcomes.append(_classify(receiver, event, exc, retries))
-            else:
-                outcomes.append(OK)
-        return outcomes
+                failed.append((receiver, _classify(receiver, event, exc, retries)))
+        return failed
     finally:
         running.event = running.receiver = None
 
 
 def _run_in_record(receivers: Sequence[Receiver], sender: Any, event: Event,
-                   retries: bool) -> list[Outcome]:
+                   retries: bool) -> list[tuple[Receiver, Outcome]]:
     """:func:`run_receivers` for a caller that set up no record for a whole run (the
     worker, one event at a time; a receiver run inside another's): a record of its own,
     or the current one, put back as it was after."""
@@ -241,10 +243,8 @@ def deliver_one(target: Target, sender: Any, event: Event,
         notify(sender, event)
     if receivers is None:
         receivers = target.receivers_for(event.signal, sender)
-    outcomes = run_receivers(receivers, sender, event)
-    return [(receiver, outcome.error) for receiver, outcome in zip(receivers, outcomes,
-                                                                    strict=True)
-            if outcome.error is not None]
+    return [(receiver, outcome.error) for receiver, outcome
+            in run_receivers(receivers, sender, event) if outcome.error is not None]
 
 
 class _Batch:

@@ -93,6 +93,7 @@ zone (at most :data:`_MINUTES_KEPT`: then it starts over, so that a long-running
 does not grow it)."""
 _MINUTES_KEPT = 4096
 _SECONDS = [f"{i:02d}" for i in range(60)]
+_timezone = dt.timezone
 
 
 def _isoformat(value: dt.datetime) -> str:
@@ -108,7 +109,7 @@ def _isoformat(value: dt.datetime) -> str:
     """
     us = value.microsecond
     tz = value.tzinfo
-    if not us or (tz is not None and type(tz) is not dt.timezone):
+    if not us or (tz is not None and type(tz) is not _timezone):
         return value.isoformat()
     key = (value.minute, value.hour, value.day, value.month, value.year, tz)
     parts = _MINUTES.get(key)

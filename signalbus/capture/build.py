@@ -88,6 +88,7 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
     plan: Plan = EMPTY_PLAN
     model = ""
     entries = frame.entries
+    free = ids.free
     for i, entry in enumerate(entries):
         if entry is None:
             continue
@@ -107,15 +108,18 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
         signals = plan.plain.get(op)
         if signals is not None and not entry.muted:
             # the common case: every binding of the op sends the row's change as it is
-            pk = _pk(entry.pk)
+            pk = entry.pk
+            pk = pk[0] if len(pk) == 1 and type(pk[0]) in AS_IS else _pk(pk)
             for signal in signals:
-                free = ids.free or ids.refill()
+                if not free:
+                    free = ids.refill()
                 yield (cls, row_event(free.pop(), signal, model, op, pk, entry.data, EMPTY,
                                       entry.occurred_at, entry.source, entry.context))
             continue
         bindings = plan.by_op.get(op)
         if bindings:
             row_events(entry, bindings, ids, out, model)
+            free = ids.free  # (the same list, unless it made a new block)
             yield from out
             out.clear()
 

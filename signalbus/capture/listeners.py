@@ -65,6 +65,9 @@ __all__ = ["Sink", "Tracker", "attach_session", "emit_into", "session_state",
 
 KEY = "_signalbus"
 
+_SAVED = (False, False)
+"""A state the flush saved (``UOWTransaction.states``: ``(isdelete, listonly)``)."""
+
 
 class Sink(Protocol):
     """What capture hands committed events to (implemented by the bus runtime)."""
@@ -446,8 +449,7 @@ class Tracker:
         last: type[Any] | None = None
         plan = muted = None
         for state, obj in session._new.items():
-            flags = written.get(state)
-            if flags is None or flags[0] or flags[1]:
+            if written.get(state) != _SAVED:
                 continue  # not in this flush (flush(objects)), or only listed by it
             cls = state.class_
             if cls is not last:
