@@ -141,40 +141,41 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
 
     ``model``: the ``"pkg.module:Class"`` name of ``rc.cls``, when the caller has it.
     """
-    changed = rc.old.keys()
+    old = rc.old
     op = rc.op
-    if op == "update" and not changed:
+    update = op == "update"
+    if update and not old:
         return  # an update whose net change is empty sends nothing
     view: RowView | None = None
     if model is None:
         model = qualified_name(rc.cls)
-    pk = _pk(rc.pk)
+    pk = rc.pk
+    pk = pk[0] if len(pk) == 1 and type(pk[0]) in AS_IS else _pk(pk)
     data_all = rc.data
     muted = rc.muted
     for bp in bindings:
         b = bp.binding
         if muted and b.signal in muted:
             continue
-        if b.when is not None:
+        when = b.when
+        if when is not None:
             if view is None:
-                view = RowView(op, rc.raw, rc.old)
-            if not b.when(view):
+                view = RowView(op, rc.raw, old)
+            if not when(view):
                 continue
-        elif op == "update" and not any(k in bp.visible for k in changed):
+        elif update and bp.visible.isdisjoint(old):
             continue
         if len(data_all) == len(bp.payload):
             data = data_all  # the common case: one binding takes every captured column
         else:
             data = FrozenDict({k: data_all[k] for k in bp.payload if k in data_all})
-        changes: Any
-        if op == "update":
-            old = rc.old
+        changes: Any = EMPTY
+        if update:
+            payload = bp.payload_set
             changes = FrozenDict({
                 k: (v if type(v := old[k]) in AS_IS else normalise(v), data_all.get(k))
-                for k in changed if k in bp.payload_set
+                for k in old if k in payload
             })
-        else:
-            changes = EMPTY
         free = ids.free or ids.refill()
         out.append((rc.cls, row_event(free.pop(), b.signal, model, op, pk, data, changes,
                                       rc.occurred_at, rc.source, rc.context)))

@@ -57,7 +57,7 @@ from ..events import Event, FrozenDict, Outgoing
 from . import bulk, triggers
 from .build import Ids, build_events, iter_events, row_events
 from .frames import Emitted, Frame, RowChange
-from .plans import Plan, plans
+from .plans import EMPTY_PLAN, Plan, plans
 from .snapshots import inserted, snapshot, updated
 
 __all__ = ["Sink", "Tracker", "attach_session", "emit_into", "session_state",
@@ -447,7 +447,8 @@ class Tracker:
         written = flush_context.states
         rows: list[RowChange] = []
         last: type[Any] | None = None
-        plan = muted = None
+        plan: Plan = EMPTY_PLAN
+        muted: frozenset[str] | None = None
         for state, obj in session._new.items():
             if written.get(state) != _SAVED:
                 continue  # not in this flush (flush(objects)), or only listed by it
@@ -460,7 +461,6 @@ class Tracker:
                 last = cls
             if muted is None:
                 continue
-            assert plan is not None
             if switching and state in switching:
                 if frame is None:
                     frame = st.frame(session, sink)
@@ -494,7 +494,6 @@ class Tracker:
                 plan, muted = known
                 last = cls
             if muted is not None:
-                assert plan is not None
                 obj = state.obj()
                 if obj is not None:  # (a modified object is held by its session)
                     rows.append(updated(state, obj.__dict__, plan, now, muted, ctx))

@@ -132,24 +132,23 @@ def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     # building state.attrs (an AttributeState per attribute, per row)
     columns = plan.columns
     for k, original in state.committed_state.items():
-        if k not in columns or k not in d:
-            continue
-        new = d[k]
-        if original is NO_VALUE:
-            original = None
-        else:
-            try:
-                if original == new:
-                    continue  # set back to the value it had: no change
-            except Exception:  # an exotic type whose == is not a bool (arrays)
-                if original is new:
-                    continue
-        old[k] = original
-        raw[k] = new
+        if k in columns and k in d:
+            new = d[k]
+            if original is NO_VALUE:
+                original = None
+            else:
+                try:
+                    if original == new:
+                        continue  # set back to the value it had: no change
+                except Exception:  # an exotic type whose == is not a bool (arrays)
+                    if original is new:
+                        continue
+            old[k] = original
+            raw[k] = new
     # the key the row had before this flush (the identity map's key is updated after
     # after_flush): a primary-key change merges with the row's earlier changes
-    ident = state.key[1] if state.key is not None else pk
-    origin = key if ident == pk else (root, tuple(ident))
+    ident = state.key
+    origin = key if ident is None or ident[1] == pk else (root, tuple(ident[1]))
     return RowChange(state.class_, origin, key, "update", pk, data, raw, old, now, muted,
                      "orm", context)
 
