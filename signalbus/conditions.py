@@ -46,6 +46,10 @@ class Condition:
 
     fields: frozenset[str] | None = None
     """Attributes the condition reads; ``None`` means any attribute."""
+    on_update: frozenset[str] | None = None
+    """When the condition, on an update, is only "one of these attributes changed"
+    (``changed("a", "b")`` without ``to=`` or ``was=``): those attributes, which capture
+    tests with one set operation instead of calling the condition. ``None``: call it."""
 
     def __call__(self, row: RowView) -> bool:
         raise NotImplementedError
@@ -68,6 +72,8 @@ class _Changed(Condition):
         self.fields = frozenset(names) if names else None
         self._any_change = to is _UNSET and was is _UNSET
         """No ``to=`` nor ``was=``: on an update, any change of a named attribute."""
+        if self._any_change and names:
+            self.on_update = frozenset(names)
 
     def _one(self, name: str, row: RowView, changed: set[str]) -> bool:
         if name not in changed:

@@ -157,14 +157,15 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
         b = bp.binding
         if muted and b.signal in muted:
             continue
-        when = b.when
-        if when is not None:
+        watch = bp.watch
+        if update and watch is not None:
+            if watch.isdisjoint(old):
+                continue  # none of the attributes it watches changed
+        elif b.when is not None:
             if view is None:
                 view = RowView(op, rc.raw, old)
-            if not when(view):
+            if not b.when(view):
                 continue
-        elif update and bp.visible.isdisjoint(old):
-            continue
         if len(data_all) == len(bp.payload):
             data = data_all  # the common case: one binding takes every captured column
         else:

@@ -39,6 +39,11 @@ class BindingPlan:
     payload_set: frozenset[str]
     visible: frozenset[str]
     """Attributes whose change triggers an update binding without ``when=``."""
+    watch: frozenset[str] | None = None
+    """On an update, the binding sends when one of these attributes changed, and only
+    then: :attr:`visible` without ``when=``, the condition's
+    :attr:`~signalbus.conditions.Condition.on_update` with one; ``None`` when the
+    condition must be called."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +117,9 @@ def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
                    and c not in b.exclude]
         payload = tuple(c for c in visible
                         if (b.fields is not None and c in b.fields) or not redacted(c, redact))
+        watch = frozenset(visible) if b.when is None else b.when.on_update
         by_op.setdefault(b.op, []).append(
-            BindingPlan(b, payload, frozenset(payload), frozenset(visible)))
+            BindingPlan(b, payload, frozenset(payload), frozenset(visible), watch))
         capture.update(dict.fromkeys(payload))
         if b.when is not None:
             raw.update(dict.fromkeys(columns if b.when.fields is None else
