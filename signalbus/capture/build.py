@@ -7,7 +7,7 @@ update binding without one, muting recorded at capture time. No session involved
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator, Mapping
 from typing import Any
 
 from ..bindings import qualified_name
@@ -105,15 +105,27 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
             plan, model = found
             last = cls
         op = entry.op
-        signals = plan.plain.get(op)
-        if signals is not None and not entry.muted:
-            # the common case: every binding of the op sends the row's change as it is
+        plain = plan.plain.get(op)
+        if plain is not None and not entry.muted:
+            # the common case: the bindings of the op send the row's change as it is
+            data = entry.data
+            changes: Any = EMPTY
+            if op == "update":
+                old = entry.old
+                if not old:
+                    continue  # an update whose net change is empty sends nothing
+                changes = None  # made for the first binding that sends
             pk = entry.pk
             pk = pk[0] if len(pk) == 1 and type(pk[0]) in AS_IS else _pk(pk)
-            for signal in signals:
+            for signal, watch in plain:
+                if watch is not None:
+                    if watch.isdisjoint(old):
+                        continue  # none of the attributes it watches changed
+                    if changes is None:
+                        changes = _changes(old, data, data)
                 if not free:
                     free = ids.refill()
-                yield (cls, row_event(free.pop(), signal, model, op, pk, entry.data, EMPTY,
+                yield (cls, row_event(free.pop(), signal, model, op, pk, data, changes,
                                       entry.occurred_at, entry.source, entry.context))
             continue
         bindings = plan.by_op.get(op)
@@ -122,6 +134,14 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
             free = ids.free  # (the same list, unless it made a new block)
             yield from out
             out.clear()
+
+
+def _changes(old: Mapping[str, Any], data: FrozenDict, payload: Container[str]
+             ) -> FrozenDict:
+    """An update event's ``{attribute: (old, new)}``, for the changed attributes in
+    ``payload``: the old Python value normalised, the new one from the row's data."""
+    return FrozenDict({k: (v if type(v := old[k]) in AS_IS else normalise(v), data.get(k))
+                       for k in old if k in payload})
 
 
 def _pk(pk: tuple[Any, ...]) -> Any:
@@ -170,13 +190,7 @@ def row_events(rc: RowChange, bindings: tuple[BindingPlan, ...], ids: Ids,
             data = data_all  # the common case: one binding takes every captured column
         else:
             data = FrozenDict({k: data_all[k] for k in bp.payload if k in data_all})
-        changes: Any = EMPTY
-        if update:
-            payload = bp.payload_set
-            changes = FrozenDict({
-                k: (v if type(v := old[k]) in AS_IS else normalise(v), data_all.get(k))
-                for k in old if k in payload
-            })
+        changes = _changes(old, data_all, bp.payload_set) if update else EMPTY
         free = ids.free or ids.refill()
         out.append((rc.cls, row_event(free.pop(), b.signal, model, op, pk, data, changes,
                                       rc.occurred_at, rc.source, rc.context)))

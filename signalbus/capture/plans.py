@@ -61,10 +61,13 @@ class Plan:
     columns: frozenset[str]
     pk_keys: tuple[str, ...]
     root: type[Any]
-    plain: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    """Per op, the signals of bindings that send every row's change as it is: the
-    insert and delete bindings, when none has ``when=`` and each takes every captured
-    attribute (event building's fast path; an op not listed takes the general one)."""
+    plain: Mapping[str, tuple[tuple[str, frozenset[str] | None], ...]] = dataclasses.field(
+        default_factory=dict)
+    """Per op, when every binding of it sends the row's change as it is (every captured
+    attribute, no condition to call): each binding's signal and, for updates, the
+    attributes it watches (:attr:`BindingPlan.watch`). Event building's fast path; an
+    op not listed takes the general one."""
+
     @property
     def bound(self) -> bool:
         return bool(self.signals)
@@ -127,10 +130,12 @@ def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
         if b.op == "update":
             raw.update(dict.fromkeys(c for c in visible if c not in payload))
     pk_keys = tuple(mapper.get_property_by_column(col).key for col in mapper.primary_key)
-    plain = {op: tuple(bp.binding.signal for bp in bps) for op, bps in by_op.items()
-             if op != "update"
-             and all(bp.binding.when is None and len(bp.payload) == len(capture)
-                     for bp in bps)}
+    plain = {op: tuple((bp.binding.signal, bp.watch if op == "update" else None)
+                       for bp in bps)
+             for op, bps in by_op.items()
+             if all(len(bp.payload) == len(capture)
+                    and (bp.watch is not None if op == "update" else bp.binding.when is None)
+                    for bp in bps)}
     return Plan(
         {op: tuple(bps) for op, bps in by_op.items()},
         frozenset(b.signal for b in matching),
