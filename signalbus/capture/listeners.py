@@ -435,8 +435,16 @@ class Tracker:
             return
         names = muting.active(sink.muted)
         redact = sink.redact
-        # plan and muting per class, once per flush (a flush writes many rows of a class)
+        # plan and muting per class, once per flush (a flush writes many rows of a class;
+        # the loops below ask again only when the class changes from one row to the next)
         per_class: dict[type[Any], tuple[Plan, frozenset[str] | None]] = {}
+
+        def plan_of(cls: type[Any]) -> tuple[Plan, frozenset[str] | None]:
+            known = per_class.get(cls)
+            if known is None:
+                known = per_class[cls] = _plan_and_muting(cls, redact, names)
+            return known
+
         frame: Frame | None = None
         now = dt.datetime.now(dt.UTC)
         ctx = current_context()  # once per flush: the context of the flush's changes
@@ -454,10 +462,7 @@ class Tracker:
                 continue  # not in this flush (flush(objects)), or only listed by it
             cls = state.class_
             if cls is not last:
-                known = per_class.get(cls)
-                if known is None:
-                    known = per_class[cls] = _plan_and_muting(cls, redact, names)
-                plan, muted = known
+                plan, muted = plan_of(cls)
                 last = cls
             if muted is None:
                 continue
@@ -488,10 +493,7 @@ class Tracker:
             state = entry
             cls = state.class_
             if cls is not last:
-                known = per_class.get(cls)
-                if known is None:
-                    known = per_class[cls] = _plan_and_muting(cls, redact, names)
-                plan, muted = known
+                plan, muted = plan_of(cls)
                 last = cls
             if muted is not None:
                 obj = state.obj()

@@ -82,13 +82,19 @@ def _committed(state: InstanceState[Any], key: str) -> Any:
     return _value(state, key)
 
 
-def _loaded(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
-            ) -> tuple[FrozenDict, tuple[Any, ...]]:
-    """The row's normalised data and primary key, loading what ``d`` does not hold
-    (expired, or a server-side value not returned by the statement)."""
-    full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
-    pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
-    return normalised(state.class_, plan, full), pk
+def _read(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
+          ) -> tuple[FrozenDict, tuple[Any, ...]]:
+    """The row's normalised data and its primary key, from ``d`` (the object's
+    ``__dict__``), loading what it does not hold (expired, or a server-side value the
+    statement did not return)."""
+    pk_keys = plan.pk_keys
+    try:
+        return (normalised(state.class_, plan, d),
+                (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys)))
+    except KeyError:
+        full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
+        pk = tuple(d[k] if k in d else _value(state, k) for k in pk_keys)
+        return normalised(state.class_, plan, full), pk
 
 
 def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
@@ -101,12 +107,7 @@ def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     """
     if unset:
         d = {**unset, **d}
-    pk_keys = plan.pk_keys
-    try:
-        data = normalised(state.class_, plan, d)
-        pk = (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys))
-    except KeyError:
-        data, pk = _loaded(state, d, plan)
+    data, pk = _read(state, d, plan)
     key = (plan.root, pk)
     # most rows: nothing for conditions to read, and nothing old
     raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else NOTHING
@@ -117,12 +118,7 @@ def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
 def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
             now: dt.datetime, muted: frozenset[str], context: FrozenDict) -> RowChange:
     """An updated row's change; ``d`` is the object's ``__dict__``."""
-    pk_keys = plan.pk_keys
-    try:
-        data = normalised(state.class_, plan, d)
-        pk = (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys))
-    except KeyError:
-        data, pk = _loaded(state, d, plan)
+    data, pk = _read(state, d, plan)
     root = plan.root
     key = (root, pk)
     raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else {}
