@@ -7,16 +7,18 @@ import datetime as dt
 import decimal
 import enum
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, DateTime, ForeignKey, Numeric, String, Uuid, func
+from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, Numeric, String, Uuid, func
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 import signalbus
+import signalbus.outbox
 from signalbus import Event
+from signalbus.runtime import Runtime
 
 
 class Color(enum.Enum):
@@ -119,3 +121,68 @@ class Recorder:
 def recorder() -> Recorder:
     return Recorder()
 
+
+
+# -- a bus in each delivery mode ------------------------------------------------------
+
+
+@pytest.fixture(params=["inline", "outbox"])
+def delivery(request: pytest.FixtureRequest) -> str:
+    """``SIGNALBUS_DELIVERY`` of the test: each test using it runs in both modes."""
+    return str(request.param)
+
+
+@pytest.fixture
+def mode_tables(engine: Engine, delivery: str) -> Iterator[Callable[[MetaData], Engine]]:
+    """Create a test module's tables (and, in outbox mode, the outbox's) on ``engine``;
+    they are dropped after the test. Returns the engine."""
+    made: list[MetaData] = []
+
+    def create(metadata: MetaData) -> Engine:
+        metadata.create_all(engine)
+        if delivery == "outbox":
+            signalbus.outbox.create_all(engine)
+        made.append(metadata)
+        return engine
+
+    yield create
+    if made and delivery == "outbox":
+        signalbus.outbox.drop_all(engine)
+    for metadata in reversed(made):
+        metadata.drop_all(engine)
+
+
+class Delivered:
+    """Every event a bus delivered, through one receiver of every signal: calling it
+    returns (and forgets) the events so far, after draining the outbox in outbox mode."""
+
+    def __init__(self, runtime: Runtime, delivery: str, drain: Callable[..., Any]) -> None:
+        self.runtime = runtime
+        self.delivery = delivery
+        self._drain = drain
+        self._events: list[Event] = []
+        runtime.connect_all(self._record, name="tests.conftest:Delivered")
+
+    def _record(self, sender: Any, event: Event, **kwargs: Any) -> None:
+        self._events.append(event)
+
+    def __call__(self) -> list[Event]:
+        if self.delivery == "outbox":
+            self._drain(self.runtime)
+        out, self._events = self._events, []
+        return out
+
+
+@pytest.fixture
+def attach_recording(delivery: str, signalbus_drain: Callable[..., Any]
+                     ) -> Callable[[Engine], tuple[sessionmaker[Any], Delivered]]:
+    """Attach a bus in the test's delivery mode (call it after the test's bindings) to a
+    new session factory on ``engine``; returns the factory and its :class:`Delivered`."""
+
+    def attach(engine: Engine) -> tuple[sessionmaker[Any], Delivered]:
+        factory = sessionmaker(engine)
+        runtime: Runtime = signalbus.SignalBus().attach(
+            factory, config={"SIGNALBUS_DELIVERY": delivery}, plugins=False)
+        return factory, Delivered(runtime, delivery, signalbus_drain)
+
+    return attach

@@ -5,12 +5,13 @@ inline and outbox delivery, SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import (
     DateTime,
+    MetaData,
     String,
     bindparam,
     delete,
@@ -27,7 +28,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 import signalbus
 import signalbus.outbox
 from signalbus import Event, changed
-from signalbus.bus import Runtime
 
 
 class Base(DeclarativeBase):
@@ -61,52 +61,22 @@ class Seat(Base):
     holder: Mapped[str | None] = mapped_column(String(40))
 
 
-GOT: list[Event] = []
-
-
-def record(sender: Any, event: Event, **kwargs: Any) -> None:
-    GOT.append(event)
-
-
-@pytest.fixture(params=["inline", "outbox"])
-def delivery(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def tables(engine: Engine, delivery: str) -> Iterator[Engine]:
-    Base.metadata.create_all(engine)
-    if delivery == "outbox":
-        signalbus.outbox.create_all(engine)
-    GOT.clear()
-    yield engine
-    if delivery == "outbox":
-        signalbus.outbox.drop_all(engine)
-    Base.metadata.drop_all(engine)
+def tables(mode_tables: Callable[[MetaData], Engine]) -> Engine:
+    return mode_tables(Base.metadata)
 
 
 Got = Callable[[], list[Event]]
 
 
 @pytest.fixture
-def run(tables: Engine, delivery: str, signalbus_drain: Callable[..., Any]
+def run(tables: Engine, attach_recording: Callable[..., Any]
         ) -> Callable[[], tuple[sessionmaker[Session], Got]]:
     """Attach a bus (after the test's bindings); returns its session factory and a
     function returning (and forgetting) the events delivered so far."""
 
     def start() -> tuple[sessionmaker[Session], Got]:
-        factory = sessionmaker(tables)
-        runtime: Runtime = signalbus.SignalBus().attach(
-            factory, config={"SIGNALBUS_DELIVERY": delivery}, plugins=False)
-        runtime.connect_all(record, name="tests.test_bulk:record")
-
-        def got() -> list[Event]:
-            if delivery == "outbox":
-                signalbus_drain(runtime)
-            out = list(GOT)
-            GOT.clear()
-            return out
-
+        factory, got = attach_recording(tables)
         return factory, got
 
     return start

@@ -6,17 +6,17 @@ every save) or the property test found; inline and outbox delivery, SQLite and P
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import String
+from sqlalchemy import MetaData, String
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import signalbus
 import signalbus.outbox
-from signalbus import Event, changed
+from signalbus import changed
 from signalbus.bus import Runtime
 
 
@@ -36,51 +36,22 @@ class Account(Base):
     plan: Mapped[str] = mapped_column(String(20))
 
 
-GOT: list[Event] = []
-
-
-def record(sender: Any, event: Event, **kwargs: Any) -> None:
-    GOT.append(event)
-
-
-@pytest.fixture(params=["inline", "outbox"])
-def delivery(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def tables(engine: Engine, delivery: str) -> Iterator[Engine]:
-    Base.metadata.create_all(engine)
-    if delivery == "outbox":
-        signalbus.outbox.create_all(engine)
-    GOT.clear()
-    yield engine
-    if delivery == "outbox":
-        signalbus.outbox.drop_all(engine)
-    Base.metadata.drop_all(engine)
-
-
-@pytest.fixture
-def run(tables: Engine, delivery: str, signalbus_drain: Callable[..., Any]
+def run(mode_tables: Callable[[MetaData], Engine], attach_recording: Callable[..., Any]
         ) -> Callable[[], tuple[Runtime, Callable[[], list[tuple[Any, ...]]]]]:
     """Attach a bus (after the test's bindings); returns it and a function reading what
     was delivered as ``(signal, op, pk, changes)`` tuples."""
+    engine = mode_tables(Base.metadata)
 
     def start() -> tuple[Runtime, Callable[[], list[tuple[Any, ...]]]]:
-        runtime = signalbus.SignalBus().attach(
-            sessionmaker(tables), config={"SIGNALBUS_DELIVERY": delivery}, plugins=False)
-        runtime.connect_all(record, name="tests.test_coalescing:record")
+        _factory, delivered = attach_recording(engine)
 
         def got() -> list[tuple[Any, ...]]:
-            if delivery == "outbox":
-                signalbus_drain(runtime)
-            out = [(e.signal, e.op, e.pk, {k: tuple(v) for k, v in e.changes.items()}
-                    if e.op == "update" else dict(e.data))
-                   for e in GOT]
-            GOT.clear()
-            return out
+            return [(e.signal, e.op, e.pk, {k: tuple(v) for k, v in e.changes.items()}
+                     if e.op == "update" else dict(e.data))
+                    for e in delivered()]
 
-        return runtime, got
+        return delivered.runtime, got
 
     return start
 

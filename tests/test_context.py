@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask, g, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String, update
+from sqlalchemy import MetaData, String, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -36,13 +36,6 @@ class Ticket(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(20), default="open")
-
-
-GOT: list[Event] = []
-
-
-def record(sender: Any, event: Event, **kwargs: Any) -> None:
-    GOT.append(event)
 
 
 # -- the context manager and decorator ---------------------------------------------
@@ -111,37 +104,14 @@ def test_event_dicts_carry_the_context_and_old_rows_read_back_without_one():
 # -- events in both delivery modes --------------------------------------------------
 
 
-@pytest.fixture(params=["inline", "outbox"])
-def delivery(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def started(engine: Engine, delivery: str, signalbus_drain: Callable[..., Any]
-            ) -> Iterator[tuple[sessionmaker[Session], Callable[[], list[Event]], Runtime]]:
+def started(mode_tables: Callable[[MetaData], Engine], attach_recording: Callable[..., Any]
+            ) -> tuple[sessionmaker[Session], Callable[[], list[Event]], Runtime]:
     signalbus.bind(Ticket, "insert", "cx_opened")
     signalbus.bind(Ticket, "update", "cx_changed")
     signalbus.signal("cx_note")
-    Base.metadata.create_all(engine)
-    if delivery == "outbox":
-        signalbus.outbox.create_all(engine)
-    GOT.clear()
-    factory = sessionmaker(engine)
-    runtime: Runtime = signalbus.SignalBus().attach(
-        factory, config={"SIGNALBUS_DELIVERY": delivery}, plugins=False)
-    runtime.connect_all(record, name="tests.test_context:record")
-
-    def got() -> list[Event]:
-        if delivery == "outbox":
-            signalbus_drain(runtime)
-        out = list(GOT)
-        GOT.clear()
-        return out
-
-    yield factory, got, runtime
-    if delivery == "outbox":
-        signalbus.outbox.drop_all(engine)
-    Base.metadata.drop_all(engine)
+    factory, got = attach_recording(mode_tables(Base.metadata))
+    return factory, got, got.runtime
 
 
 def test_orm_bulk_and_emit_events_carry_the_context(started):
