@@ -36,6 +36,18 @@ class Account(Base):
     plan: Mapped[str] = mapped_column(String(20))
 
 
+class Doc(Base):
+    __tablename__ = "co_docs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    title: Mapped[str] = mapped_column(String(40))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "doc"}
+
+
+class Note(Doc):
+    __mapper_args__ = {"polymorphic_identity": "note"}
+
+
 @pytest.fixture
 def run(mode_tables: Callable[[MetaData], Engine], attach_recording: Callable[..., Any]
         ) -> Callable[[], tuple[Runtime, Callable[[], list[tuple[Any, ...]]]]]:
@@ -239,3 +251,21 @@ def test_update_then_delete_and_re_add_back_to_the_old_value_is_no_change(run):
         s.add(File(filename="a.csv", size=0))
         s.commit()
     assert got() == []
+
+
+@pytest.mark.parametrize("cls", [Doc, Note])
+def test_an_expired_attribute_set_has_its_committed_value_as_old(run, cls):
+    """Active history (turned on for the bound class and its subclasses) loads the
+    committed value of an expired attribute when it is set: the old value is not None."""
+    signalbus.bind(Doc, "update", "co_doc_retitled", when=changed("title", was="first"))
+    runtime, got = run()
+    with runtime.session_factory() as s:
+        s.add(cls(id="d1", title="first"))
+        s.commit()
+    with runtime.session_factory() as s:
+        doc = s.get(Doc, "d1")
+        assert type(doc) is cls
+        s.expire(doc)
+        doc.title = "second"
+        s.commit()
+    assert got() == [("co_doc_retitled", "update", "d1", {"title": ("first", "second")})]
