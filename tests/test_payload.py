@@ -212,3 +212,36 @@ def test_datetimes_are_normalised_exactly_as_isoformat_writes_them(values) -> No
     # text whatever came before: same minute, other offsets, fold, no microseconds
     for value in values + values:
         assert signalbus.events.normalise(value) == value.isoformat()
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=5),
+    st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False,
+                                                                  allow_infinity=False),
+    st.uuids(), st.datetimes(timezones=_OFFSETS), st.dates(), st.binary(max_size=4),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), _VALUES, min_size=1, max_size=6),
+       st.data())
+def test_a_row_reader_normalises_as_normalise_does(row, data) -> None:
+    # the generated reader (signalbus.events.row_reader) against the rule it writes out:
+    # any attribute name (quotes, backslashes, newlines), in the keys' order
+    keys = tuple(data.draw(st.permutations(sorted(row))))
+    read = signalbus.events.row_reader(keys)
+    got = read(row)
+    assert type(got) is signalbus.events.FrozenDict
+    assert list(got.items()) == [(k, signalbus.events.normalise(row[k])) for k in keys]
+
+
+def test_a_row_reader_raises_keyerror_and_typeerror_for_capture_to_handle() -> None:
+    read = signalbus.events.row_reader(("a", "b"))
+    with pytest.raises(KeyError):
+        read({"a": 1})  # capture loads an expired attribute on KeyError
+    with pytest.raises(TypeError):
+        read({"a": 1, "b": object()})  # capture names the column on TypeError
+    with pytest.raises(TypeError):
+        read({"a": 1, "b": float("nan")})
+    assert signalbus.events.row_reader(())({"a": 1}) == {}

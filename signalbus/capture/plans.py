@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapper
 
 from ..bindings import Binding, registry
 from ..errors import BindingError
+from ..events import RowReader, row_reader
 from ..settings import fold
 
 __all__ = ["OPS", "BindingPlan", "Plan", "PlanBook", "plans"]
@@ -67,6 +68,8 @@ class Plan:
     attribute, no condition to call): each binding's signal and, for updates, the
     attributes it watches (:attr:`BindingPlan.watch`). Event building's fast path; an
     op not listed takes the general one."""
+    read: RowReader = dataclasses.field(default=row_reader(()), compare=False, repr=False)
+    """Reads :attr:`capture` from a row into normalised data (:func:`row_reader`)."""
 
     @property
     def bound(self) -> bool:
@@ -145,6 +148,7 @@ def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
         pk_keys,
         mapper.base_mapper.class_,
         plain,
+        row_reader(tuple(capture)),
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import InstanceState
 from sqlalchemy.orm.base import NO_VALUE
 
 from ..errors import UnserialisableValue
-from ..events import _SCALARS, AS_IS, EMPTY, FrozenDict, normalise
+from ..events import EMPTY, FrozenDict, normalise
 from .frames import RowChange
 from .plans import Plan
 
@@ -38,11 +38,7 @@ def normalised(cls: type[Any], plan: Plan, row: Mapping[str, Any]) -> FrozenDict
     or a row read back): ``KeyError`` when one is not there; a value that is not JSON
     raises :class:`~signalbus.UnserialisableValue` naming the column."""
     try:
-        # the common case in one pass: values of the types normalise() converts
-        # directly (measured: cheaper than reading the values in one call and checking
-        # their types after)
-        return FrozenDict({k: v if type(v := row[k]) in AS_IS
-                           else _SCALARS.get(type(v), normalise)(v) for k in plan.capture})
+        return plan.read(row)
     except TypeError:
         # one to refuse (or a non-finite float): named here
         return FrozenDict(normalised_one_by_one(cls, [(k, row[k]) for k in plan.capture]))
