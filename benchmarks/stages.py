@@ -48,7 +48,7 @@ def _apply(stage: str) -> None:
     from signalbus.capture import listeners
 
     if stage == "attached":
-        listeners.Tracker._after_flush = lambda self, session, context: None  # type: ignore[method-assign]
+        listeners.Tracker._after_flush = lambda self, session, flush_context: None  # type: ignore[method-assign]
     elif stage == "capture":
         delivery.Inline.committed = lambda self, events: None  # type: ignore[method-assign]
     elif stage == "build":
