@@ -117,7 +117,9 @@ def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     data, pk = _read(state, d, plan)
     root = plan.root
     key = (root, pk)
-    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else {}
+    raw: dict[str, Any] = {}
+    for k in plan.raw:  # (a loop: no comprehension to make for one or two attributes)
+        raw[k] = d[k] if k in d else _value(state, k)
     old: dict[str, Any] = {}
     # committed_state holds each changed attribute's value from before it was set
     # (loaded by active history when it had expired): the scalar history, without
