@@ -38,12 +38,11 @@ class BindingPlan:
     payload: tuple[str, ...]
     """Attributes put into ``data``: fields/exclude applied, redacted ones removed."""
     payload_set: frozenset[str]
-    visible: frozenset[str]
-    """Attributes whose change triggers an update binding without ``when=``."""
     watch: frozenset[str] | None = None
     """On an update, the binding sends when one of these attributes changed, and only
-    then: :attr:`visible` without ``when=``, the condition's
-    :attr:`~signalbus.conditions.Condition.on_update` with one; ``None`` when the
+    then: without ``when=``, its visible attributes (``fields``/``exclude`` applied,
+    redacted ones included: a change of a redacted column still sends); with one, the
+    condition's :attr:`~signalbus.conditions.Condition.on_update`; ``None`` when the
     condition must be called."""
 
 
@@ -125,7 +124,7 @@ def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
                         if (b.fields is not None and c in b.fields) or not redacted(c, redact))
         watch = frozenset(visible) if b.when is None else b.when.on_update
         by_op.setdefault(b.op, []).append(
-            BindingPlan(b, payload, frozenset(payload), frozenset(visible), watch))
+            BindingPlan(b, payload, frozenset(payload), watch))
         capture.update(dict.fromkeys(payload))
         if b.when is not None:
             raw.update(dict.fromkeys(columns if b.when.fields is None else
