@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from . import stages
 from .context import Context
 from .databases import Database, open_database, postgres_url
 from .report import Row, environment, load_average, render, table
@@ -88,6 +89,35 @@ def sqlalchemy_section(db: Database, ctx: Context) -> list[Row]:
                         target=w.target_text, verdict=verdict, note=note))
         if w.key == "signalbus-outbox" and "signalbus" in by_key and "floor" in by_key:
             rows.append(_share_row(db, result))
+    rows += _collector_off_rows(db, ctx, by_key)
+    return rows
+
+
+COLLECTOR_OFF = ("signalbus", "signalbus-update")
+"""The configurations timed again with the cycle collector off (:mod:`.stages`)."""
+
+
+def _collector_off_rows(db: Database, ctx: Context, by_key: dict[str, Workload]) -> list[Row]:
+    """The inline configurations again, collector off during the timed batches: a
+    collection lands in whichever batch crosses its threshold, which is most of the
+    A/A spread above; without it the ratios of a run spread by ±0.01."""
+    rows = []
+    batches = min(100, ctx.rows // ctx.batch_size)
+    for key in COLLECTOR_OFF:
+        w = by_key.get(key)
+        if w is None or w.floor is None:
+            continue
+        ctx.progress(f"{db.name}: {key}, collector off, {batches} batches × "
+                     f"{ctx.repeats} repeats")
+        r = Ratio(tuple(stages.ratios_collector_off(w, by_key[w.floor], batches,
+                                                    ctx.repeats)))
+        verdict = (_verdict(r.median, w.target)
+                   if w.target is not None and db.kind in w.target_on else "")
+        rows.append(Row(db.name, f"{w.label} — cycle collector off", w.floor, r.median,
+                        r.low, r.high, target=w.target_text, verdict=verdict,
+                        note=f"{batches} batches per repeat, alternating which runs first; "
+                             "the collector's own cost left out (python -m "
+                             "benchmarks.stages splits it by stage)"))
     return rows
 
 

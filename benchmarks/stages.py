@@ -35,9 +35,9 @@ import sys
 import time
 
 from .databases import open_database
-from .workloads import sqlalchemy_workloads
+from .workloads import Workload, sqlalchemy_workloads
 
-__all__ = ["STAGES", "main"]
+__all__ = ["STAGES", "main", "ratios_collector_off"]
 
 STAGES = ("attached", "capture", "build", "all")
 
@@ -58,6 +58,33 @@ def _apply(stage: str) -> None:
         delivery.Inline.committed = build_only  # type: ignore[method-assign]
 
 
+def ratios_collector_off(work: Workload, floor: Workload, batches: int,
+                         repeats: int) -> list[float]:
+    """Per repeat, the time of ``batches`` batches of ``work`` over its ``floor``'s,
+    interleaved (the floor first in every other batch), the collector off while they
+    run. Each repeat refills the tables and warms up on batches past the timed ones."""
+    ratios = []
+    clock = time.perf_counter
+    for repeat in range(repeats):
+        for w in (work, floor):
+            w.prepare(repeat, (batches + 3) * w.batch_size)
+            for i in range(3):  # warm-up: plans, statement caches
+                w.batch(batches + i, repeat)
+        gc.collect()
+        gc.disable()
+        try:
+            spent = {work.key: 0.0, floor.key: 0.0}
+            for b in range(batches):
+                for w in ((work, floor) if b % 2 else (floor, work)):
+                    t0 = clock()
+                    w.batch(b, repeat + 1)
+                    spent[w.key] += clock() - t0
+        finally:
+            gc.enable()
+        ratios.append(spent[work.key] / spent[floor.key])
+    return ratios
+
+
 def measure(config: str, db_kind: str, batches: int, repeats: int, stage: str) -> list[float]:
     """The per-repeat ratios of ``config`` to its floor at ``stage``."""
     _apply(stage)
@@ -66,27 +93,7 @@ def measure(config: str, db_kind: str, batches: int, repeats: int, stage: str) -
         work = workloads[config]
         if work.floor is None:
             raise SystemExit(f"--config {config!r} has no floor")
-        floor = workloads[work.floor]
-        ratios = []
-        clock = time.perf_counter
-        for repeat in range(repeats):
-            for w in (work, floor):
-                w.prepare(repeat, (batches + 3) * w.batch_size)
-                for i in range(3):  # warm-up: plans, statement caches
-                    w.batch(batches + i, repeat)
-            gc.collect()
-            gc.disable()
-            try:
-                spent = {work.key: 0.0, floor.key: 0.0}
-                for b in range(batches):
-                    for w in ((work, floor) if b % 2 else (floor, work)):
-                        t0 = clock()
-                        w.batch(b, repeat + 1)
-                        spent[w.key] += clock() - t0
-            finally:
-                gc.enable()
-            ratios.append(spent[work.key] / spent[floor.key])
-        return ratios
+        return ratios_collector_off(work, workloads[work.floor], batches, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
