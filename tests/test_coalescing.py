@@ -269,3 +269,28 @@ def test_an_expired_attribute_set_has_its_committed_value_as_old(run, cls):
         doc.title = "second"
         s.commit()
     assert got() == [("co_doc_retitled", "update", "d1", {"title": ("first", "second")})]
+
+
+def test_a_subclass_mapped_after_the_binding_took_effect_has_active_history(run):
+    """A subclass mapped after capture turned active history on for its base (at the
+    base's first flush) copies it from the base's attributes."""
+    signalbus.bind(Doc, "update", "co_doc_renamed", when=changed("title", was="first"))
+    runtime, got = run()
+    with runtime.session_factory() as s:
+        s.add(Doc(id="d0", title="first"))
+        s.commit()  # the first flush: active history turned on for Doc
+
+    n = len(Doc.__subclasses__())  # one class per run of the test, each of its own name
+    late_note = type(f"LateNote{n}", (Doc,), {  # mapped now, after that
+        "__module__": __name__, "__mapper_args__": {"polymorphic_identity": f"late-{n}"}})
+
+    with runtime.session_factory() as s:
+        s.add(late_note(id="d1", title="first"))
+        s.commit()
+    with runtime.session_factory() as s:
+        doc = s.get(Doc, "d1")
+        assert type(doc) is late_note
+        s.expire(doc)
+        doc.title = "second"
+        s.commit()
+    assert got() == [("co_doc_renamed", "update", "d1", {"title": ("first", "second")})]
