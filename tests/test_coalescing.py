@@ -259,6 +259,12 @@ def test_an_expired_attribute_set_has_its_committed_value_as_old(run, cls):
     committed value of an expired attribute when it is set: the old value is not None."""
     signalbus.bind(Doc, "update", "co_doc_retitled", when=changed("title", was="first"))
     runtime, got = run()
+    _retitle_expired(runtime, cls)
+    assert got() == [("co_doc_retitled", "update", "d1", {"title": ("first", "second")})]
+
+
+def _retitle_expired(runtime: Runtime, cls: type[Doc]) -> None:
+    """Commit a ``cls`` row titled "first", then expire it and retitle it "second"."""
     with runtime.session_factory() as s:
         s.add(cls(id="d1", title="first"))
         s.commit()
@@ -268,7 +274,6 @@ def test_an_expired_attribute_set_has_its_committed_value_as_old(run, cls):
         s.expire(doc)
         doc.title = "second"
         s.commit()
-    assert got() == [("co_doc_retitled", "update", "d1", {"title": ("first", "second")})]
 
 
 def test_a_subclass_mapped_after_the_binding_took_effect_has_active_history(run):
@@ -283,14 +288,5 @@ def test_a_subclass_mapped_after_the_binding_took_effect_has_active_history(run)
     n = len(Doc.__subclasses__())  # one class per run of the test, each of its own name
     late_note = type(f"LateNote{n}", (Doc,), {  # mapped now, after that
         "__module__": __name__, "__mapper_args__": {"polymorphic_identity": f"late-{n}"}})
-
-    with runtime.session_factory() as s:
-        s.add(late_note(id="d1", title="first"))
-        s.commit()
-    with runtime.session_factory() as s:
-        doc = s.get(Doc, "d1")
-        assert type(doc) is late_note
-        s.expire(doc)
-        doc.title = "second"
-        s.commit()
+    _retitle_expired(runtime, late_note)
     assert got() == [("co_doc_renamed", "update", "d1", {"title": ("first", "second")})]
