@@ -97,15 +97,16 @@ _timezone = dt.timezone
 
 
 def _isoformat(value: dt.datetime) -> str:
-    """``value.isoformat()``, at half its cost for values that share a minute.
+    """``value.isoformat()``, cheaper for aware values that share a minute.
 
-    CPython formats every field of a datetime through ``PyUnicode_FromFormat``, which
-    costs more than the rest of a row's capture; rows written together mostly share
-    their date, hour, minute and offset. The text up to the minute and the offset after
-    the microseconds are made once per minute and zone and kept; the seconds and
-    microseconds are put in between. Only for naive values and fixed offsets
-    (:class:`datetime.timezone`): another ``tzinfo`` may give two offsets within one
-    minute, and is formatted by ``isoformat()``.
+    CPython formats every field of a datetime through ``PyUnicode_FromFormat``; rows
+    written together mostly share their date, hour, minute and offset. The text up to
+    the minute and the offset after the microseconds are made once per minute and zone
+    and kept; the seconds and microseconds are put in between. Only for naive values
+    and fixed offsets (:class:`datetime.timezone`): another ``tzinfo`` may give two
+    offsets within one minute, and is formatted by ``isoformat()``. Measured: 345 ns
+    against 618 ns for a value with a fixed offset, 339 ns against 308 ns for a naive
+    one (half the instructions, not half the time: see docs/delivery.md, "ORM").
     """
     us = value.microsecond
     tz = value.tzinfo

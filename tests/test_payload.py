@@ -208,7 +208,7 @@ _OFFSETS = st.one_of(
 @given(st.lists(st.datetimes(timezones=_OFFSETS, allow_imaginary=True), min_size=1,
                 max_size=6))
 def test_datetimes_are_normalised_exactly_as_isoformat_writes_them(values) -> None:
-    # the cached per-minute text (signalbus.events._IsoFormat) must give isoformat()'s
+    # the cached per-minute text (signalbus.events._MINUTES) must give isoformat()'s
     # text whatever came before: same minute, other offsets, fold, no microseconds
     for value in values + values:
         assert signalbus.events.normalise(value) == value.isoformat()

@@ -209,10 +209,10 @@ class SessionState:
         self.flushing = False
         self.sink: Sink | None = None
         self.switched: dict[Any, RowChange] = {}
-        self.switching: set[InstanceState[Any]] = set()
-        """The pending objects of this flush written as an UPDATE (a row switch)."""
         """Deleted rows a new object of the same key replaces in this flush (SQLAlchemy
         turns the pair into one UPDATE, a "row switch"), snapshotted before it."""
+        self.switching: set[InstanceState[Any]] = set()
+        """The pending objects of this flush written as an UPDATE (a row switch)."""
         self.reload: list[tuple[InstanceState[Any], list[str]]] = []
         """Objects of a row switch whose unset attributes read ``None`` after the flush
         although the row kept its values: they are expired after the flush."""
@@ -276,6 +276,7 @@ def _plan_and_muting(cls: type[Any], redact: tuple[str, ...], names: frozenset[s
 
 
 def _after_update(mapper: Mapper[Any], connection: Any, state: InstanceState[Any]) -> None:
+    # (_flush_state written out: this hook runs for every updated row)
     st = flushes.active.get(state.session_id)  # type: ignore[arg-type]
     if st is not None:
         if state.key is not None:
