@@ -93,6 +93,12 @@ class TutorialUser(UserColumns, Base):
     __tablename__ = "bench_tutorial_user"
 
 
+class BufferUser(UserColumns, Base):
+    """Inserted with a hand-written after-commit buffer (mapper hook, blinker after commit)."""
+
+    __tablename__ = "bench_buffer_user"
+
+
 class SignalbusUser(UserColumns, Base):
     """Bound by signalbus: every insert sends ``bench_user_registered``."""
 
@@ -117,6 +123,12 @@ class UpdateFloorUser(UserColumns, Base):
     __tablename__ = "bench_update_floor_user"
 
 
+class UpdateBufferUser(UserColumns, Base):
+    """Updated with a hand-written after-commit buffer sending when ``email`` changed."""
+
+    __tablename__ = "bench_update_buffer_user"
+
+
 class UpdateSignalbusUser(UserColumns, Base):
     """Bound by signalbus for updates with ``when=changed("email")``."""
 
@@ -125,8 +137,9 @@ class UpdateSignalbusUser(UserColumns, Base):
 
 MODELS: dict[str, type[UserColumns]] = {
     cls.__tablename__: cls
-    for cls in (FloorUser, FloorCopyUser, DriverFloorUser, TutorialUser, SignalbusUser,
-                OutboxUser, UnboundUser, UpdateFloorUser, UpdateSignalbusUser)
+    for cls in (FloorUser, FloorCopyUser, DriverFloorUser, TutorialUser, BufferUser,
+                SignalbusUser, OutboxUser, UnboundUser, UpdateFloorUser, UpdateBufferUser,
+                UpdateSignalbusUser)
 }
 """Every benchmark model by table name."""
 

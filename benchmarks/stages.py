@@ -1,10 +1,11 @@
 """What each stage of inline delivery costs, timed with the cycle collector off.
 
-``python -m benchmarks.stages [--config signalbus] [--db sqlite] [--batches 100]``
-times the configuration against its floor, interleaved batch by batch (the floor first
-in every other batch) with :mod:`gc` disabled during the timed batches, once per stage
-(each in a process of its own, since a stage replaces functions before the bus is
-attached):
+``python -m benchmarks.stages [--config signalbus] [--against buffer] [--db sqlite]
+[--batches 100]`` times the configuration against its floor (or ``--against`` another
+configuration, such as the hand-written after-commit buffer), interleaved batch by
+batch (the floor first in every other batch) with :mod:`gc` disabled during the timed
+batches, once per stage (each in a process of its own, since a stage replaces functions
+before the bus is attached):
 
 ``attached``
     the session listeners run, capture keeps nothing (``after_flush`` does nothing);
@@ -85,15 +86,21 @@ def ratios_collector_off(work: Workload, floor: Workload, batches: int,
     return ratios
 
 
-def measure(config: str, db_kind: str, batches: int, repeats: int, stage: str) -> list[float]:
-    """The per-repeat ratios of ``config`` to its floor at ``stage``."""
+def measure(config: str, db_kind: str, batches: int, repeats: int, stage: str,
+            against: str | None = None) -> list[float]:
+    """The per-repeat ratios of ``config`` to ``against`` (its floor by default) at
+    ``stage``."""
     _apply(stage)
     with open_database(db_kind) as db:
         workloads = {w.key: w for w in sqlalchemy_workloads(db, 100)}
         work = workloads[config]
-        if work.floor is None:
-            raise SystemExit(f"--config {config!r} has no floor")
-        return ratios_collector_off(work, workloads[work.floor], batches, repeats)
+        against = against or work.floor
+        if against is None:
+            raise SystemExit(f"--config {config!r} has no floor: name one with --against")
+        if against not in workloads:
+            raise SystemExit(f"--against {against!r}: no such configuration; choose from "
+                             f"{', '.join(workloads)}")
+        return ratios_collector_off(work, workloads[against], batches, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,22 +109,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--config", default="signalbus",
                         help="signalbus or signalbus-update (an inline configuration)")
+    parser.add_argument("--against", default=None,
+                        help="the configuration to time it against (default its floor; "
+                             "buffer or update-buffer: the hand-written after-commit buffer)")
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stage:  # one stage, in this process: print the ratios
         print(" ".join(f"{r:.4f}" for r in measure(args.config, args.db, args.batches,
-                                                      args.repeats, args.stage)))
+                                                      args.repeats, args.stage, args.against)))
         return
-    print(f"{args.config} against its floor, {args.db}, collector off during the timed "
+    print(f"{args.config} against {args.against or 'its floor'}, {args.db}, collector off "
+          "during the timed "
           f"batches; median (min-max) of {args.repeats} repeats of {args.batches} batches")
     before = 1.0
     for stage in STAGES:
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.stages", "--config", args.config,
-             "--db", args.db, "--batches", str(args.batches), "--repeats",
-             str(args.repeats), "--stage", stage],
+             *(["--against", args.against] if args.against else []), "--db", args.db,
+             "--batches", str(args.batches), "--repeats", str(args.repeats), "--stage", stage],
             check=True, capture_output=True, text=True).stdout
         ratios = [float(x) for x in out.split()]
         median = statistics.median(ratios)

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 import blinker
-from sqlalchemy import Engine, event, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, event, inspect, select
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 import signalbus
 from signalbus.bindings import registry
 
 from .databases import (
+    BufferUser,
     Database,
     DriverFloorUser,
     FloorCopyUser,
@@ -34,6 +35,7 @@ from .databases import (
     SignalbusUser,
     TutorialUser,
     UnboundUser,
+    UpdateBufferUser,
     UpdateFloorUser,
     UpdateSignalbusUser,
     row_values,
@@ -77,6 +79,55 @@ for _fn in NOOP_RECEIVERS:
 def _tutorial_after_insert(mapper: Any, connection: Any, target: TutorialUser) -> None:
     # what most tutorials show: send from inside the flush, before the commit
     tutorial_user_created.send(target)
+
+
+# -- the hand-written after-commit buffer ------------------------------------------------
+# What an app writes to send after the commit without signalbus (the yardstick of the
+# capture cost issue): mapper hooks keep the objects in session.info, after_commit sends
+# a plain blinker signal per object, after_rollback drops them. No snapshot, no JSON
+# check, no coalescing: receivers get the live object.
+
+buffer_signals = blinker.Namespace()
+buffer_user_created = buffer_signals.signal("user-created-after-commit")
+buffer_email_changed = buffer_signals.signal("user-email-changed-after-commit")
+for _signal in (buffer_user_created, buffer_email_changed):
+    for _fn in NOOP_RECEIVERS:
+        _signal.connect(_fn, weak=False)
+
+_BUFFER = "bench_after_commit"
+
+
+def _buffered(target: Any) -> list[tuple[blinker.Signal, Any]]:
+    session = object_session(target)
+    assert session is not None
+    pending: list[tuple[blinker.Signal, Any]] = session.info.setdefault(_BUFFER, [])
+    return pending
+
+
+@event.listens_for(BufferUser, "after_insert")
+def _buffer_after_insert(mapper: Any, connection: Any, target: BufferUser) -> None:
+    _buffered(target).append((buffer_user_created, target))
+
+
+@event.listens_for(UpdateBufferUser, "after_update")
+def _buffer_after_update(mapper: Any, connection: Any, target: UpdateBufferUser) -> None:
+    if inspect(target).attrs.email.history.has_changes():
+        _buffered(target).append((buffer_email_changed, target))
+
+
+def attach_buffer(factory: sessionmaker[Session]) -> None:
+    """The buffer's session listeners on ``factory``: send after the commit, drop on
+    rollback."""
+
+    def send(session: Session) -> None:
+        for signal, obj in session.info.pop(_BUFFER, ()):
+            signal.send(obj)
+
+    def drop(session: Session) -> None:
+        session.info.pop(_BUFFER, None)
+
+    event.listen(factory, "after_commit", send)
+    event.listen(factory, "after_rollback", drop)
 
 
 # -- signalbus declarations --------------------------------------------------------------
@@ -197,6 +248,14 @@ class Tutorial(Workload):
     model = TutorialUser
 
 
+class Buffer(Workload):
+    key = "buffer"
+    label = ("hand-written after-commit buffer: mapper after_insert → session.info, "
+             "blinker after commit, 3 no-op receivers")
+    floor = "floor"
+    model = BufferUser
+
+
 class SignalbusInline(Workload):
     key = "signalbus"
     label = "signalbus inline: 1 insert binding, 3 no-op receivers"
@@ -268,6 +327,14 @@ class UpdateFloor(UpdateWorkload):
     model = UpdateFloorUser
 
 
+class UpdateBuffer(UpdateWorkload):
+    key = "update-buffer"
+    label = ("hand-written after-commit buffer: after_update, email history checked, "
+             "blinker after commit, 3 no-op receivers")
+    floor = "update-floor"
+    model = UpdateBufferUser
+
+
 class SignalbusUpdate(UpdateWorkload):
     key = "signalbus-update"
     label = 'signalbus inline: update binding when=changed("email"), 3 no-op receivers'
@@ -281,11 +348,14 @@ def sqlalchemy_workloads(db: Database, batch_size: int) -> list[Workload]:
     """Every SQLAlchemy configuration for ``db``, floors first.
 
     The floor, tutorial and update-floor configurations use a plain ``sessionmaker``;
+    the hand-written buffers one with their after-commit listeners;
     the signalbus inline ones (and the unbound model) one that a fresh bus is attached
     to; the outbox (when this checkout has it) one attached to a bus in outbox mode.
     All of them share ``db.engine``; the driver-default floor (SQLite only) has its own.
     """
     plain = sessionmaker(db.engine)
+    buffered = sessionmaker(db.engine)
+    attach_buffer(buffered)
     attached = sessionmaker(db.engine)
     attach_signalbus(attached)
     outbox = outbox_available()
@@ -299,8 +369,10 @@ def sqlalchemy_workloads(db: Database, batch_size: int) -> list[Workload]:
         make(FloorCopy, plain),
         make(UpdateFloor, plain),
         make(Tutorial, plain),
+        make(Buffer, buffered),
         make(SignalbusInline, attached),
         make(Unbound, attached),
+        make(UpdateBuffer, buffered),
         make(SignalbusUpdate, attached),
     ]
     if outbox:
