@@ -11,7 +11,7 @@ import zoneinfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import PickleType
+from sqlalchemy import PickleType, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import signalbus
@@ -169,6 +169,43 @@ def test_unserialisable_column_type_fails_the_flush_with_a_named_error(engine, r
         Base.metadata.drop_all(engine)
 
 
+def test_an_unserialisable_value_next_to_an_expired_attribute_is_named(engine, recorder):
+    # the row reader stops at the first value it refuses, before it reaches an expired
+    # attribute: capture then loads what is missing and names the column
+    class Base(DeclarativeBase):
+        pass
+
+    class Crate(Base):
+        __tablename__ = "crates"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        thing: Mapped[object] = mapped_column(PickleType)
+        label: Mapped[str] = mapped_column(String(20))
+
+    Base.metadata.create_all(engine)
+    try:
+        from sqlalchemy.orm import sessionmaker
+
+        Session = sessionmaker(engine)
+        signalbus.SignalBus().attach(Session, plugins=False)
+        signalbus.bind(Crate, "update", "crate_changed")
+        recorder.listen("crate_changed")
+        with Session() as s:
+            s.add(Crate(id=1, thing=1, label="a"))
+            s.commit()
+        with Session() as s:
+            crate = s.get(Crate, 1)
+            s.expire(crate, ["label"])
+            crate.thing = {1, 2}
+            with pytest.raises(UnserialisableValue, match=r"Crate\.thing .*builtins\.set"):
+                s.commit()
+            s.rollback()
+        with Session() as s:
+            assert s.get(Crate, 1).thing == 1  # the transaction failed loudly
+        assert recorder.calls == []
+    finally:
+        Base.metadata.drop_all(engine)
+
+
 def test_emit_data_is_normalised_and_checked(bus):
     signalbus.signal("report_ready")
     event = bus.emit("report_ready", {"at": dt.date(2026, 1, 2), "n": decimal.Decimal("1.5")})
@@ -236,6 +273,22 @@ def test_a_row_reader_normalises_as_normalise_does(row, data) -> None:
     assert list(got.items()) == [(k, signalbus.events.normalise(row[k])) for k in keys]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), _VALUES, min_size=1, max_size=6),
+       st.data())
+def test_a_keyed_row_reader_also_returns_the_key_values_as_they_are(row, data) -> None:
+    # capture's reader of inserted and updated rows: the data as row_reader makes it,
+    # and the primary key's values untouched, key columns in the data or not
+    keys = tuple(data.draw(st.permutations(sorted(row))))
+    captured = keys[:data.draw(st.integers(0, len(keys)))]
+    pk_keys = tuple(data.draw(st.lists(st.sampled_from(keys), min_size=1, unique=True)))
+    got, pk = signalbus.events.keyed_row_reader(captured, pk_keys)(row)
+    assert type(got) is signalbus.events.FrozenDict
+    assert got == signalbus.events.row_reader(captured)(row)
+    assert len(pk) == len(pk_keys)
+    assert all(v is row[k] for v, k in zip(pk, pk_keys, strict=True))
+
+
 def test_a_row_reader_raises_keyerror_and_typeerror_for_capture_to_handle() -> None:
     read = signalbus.events.row_reader(("a", "b"))
     with pytest.raises(KeyError):
@@ -245,3 +298,8 @@ def test_a_row_reader_raises_keyerror_and_typeerror_for_capture_to_handle() -> N
     with pytest.raises(TypeError):
         read({"a": 1, "b": float("nan")})
     assert signalbus.events.row_reader(())({"a": 1}) == {}
+    keyed = signalbus.events.keyed_row_reader(("a",), ("id",))
+    with pytest.raises(KeyError):
+        keyed({"a": 1})  # a key column missing too
+    with pytest.raises(TypeError):
+        keyed({"a": object(), "id": 1})

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapper
 
 from ..bindings import Binding, registry
 from ..errors import BindingError
-from ..events import RowReader, row_reader
+from ..events import KeyedRowReader, RowReader, keyed_row_reader, row_reader
 from ..settings import fold
 
 __all__ = ["OPS", "BindingPlan", "Plan", "PlanBook", "plans"]
@@ -69,6 +69,9 @@ class Plan:
     op not listed takes the general one."""
     read: RowReader = dataclasses.field(default=row_reader(()), compare=False, repr=False)
     """Reads :attr:`capture` from a row into normalised data (:func:`row_reader`)."""
+    read_keyed: KeyedRowReader = dataclasses.field(default=keyed_row_reader((), ()),
+                                                   compare=False, repr=False)
+    """:attr:`read`, and the row's :attr:`pk_keys` values (:func:`keyed_row_reader`)."""
 
     @property
     def bound(self) -> bool:
@@ -148,6 +151,7 @@ def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
         mapper.base_mapper.class_,
         plain,
         row_reader(tuple(capture)),
+        keyed_row_reader(tuple(capture), pk_keys),
     )
 
 

@@ -78,19 +78,15 @@ def _committed(state: InstanceState[Any], key: str) -> Any:
     return _value(state, key)
 
 
-def _read(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
-          ) -> tuple[FrozenDict, tuple[Any, ...]]:
-    """The row's normalised data and its primary key, from ``d`` (the object's
-    ``__dict__``), loading what it does not hold (expired, or a server-side value the
-    statement did not return)."""
-    pk_keys = plan.pk_keys
-    try:
-        return (normalised(state.class_, plan, d),
-                (d[pk_keys[0]],) if len(pk_keys) == 1 else tuple(map(d.__getitem__, pk_keys)))
-    except KeyError:
-        full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
-        pk = tuple(d[k] if k in d else _value(state, k) for k in pk_keys)
-        return normalised(state.class_, plan, full), pk
+def _read_loading(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
+                  ) -> tuple[FrozenDict, tuple[Any, ...]]:
+    """``plan.read_keyed(d)`` when it failed: the row's normalised data and primary key,
+    loading what ``d`` (the object's ``__dict__``) does not hold (expired, or a
+    server-side value the statement did not return); a value that is not JSON raises
+    :class:`~signalbus.UnserialisableValue` naming the column."""
+    full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
+    pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
+    return normalised(state.class_, plan, full), pk
 
 
 def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
@@ -103,7 +99,10 @@ def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     """
     if unset:
         d = {**unset, **d}
-    data, pk = _read(state, d, plan)
+    try:
+        data, pk = plan.read_keyed(d)  # the data and the key, in one call
+    except (KeyError, TypeError):
+        data, pk = _read_loading(state, d, plan)
     key = (plan.root, pk)
     # most rows: nothing for conditions to read, and nothing old
     raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else NOTHING
@@ -114,7 +113,10 @@ def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
 def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
             now: dt.datetime, muted: frozenset[str], context: FrozenDict) -> RowChange:
     """An updated row's change; ``d`` is the object's ``__dict__``."""
-    data, pk = _read(state, d, plan)
+    try:
+        data, pk = plan.read_keyed(d)
+    except (KeyError, TypeError):
+        data, pk = _read_loading(state, d, plan)
     root = plan.root
     key = (root, pk)
     raw: dict[str, Any] = {}
