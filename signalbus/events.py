@@ -88,40 +88,51 @@ def _key(key: Any) -> str:
     raise TypeError(f"dictionary key {key!r} of type {type(key).__name__} is not a JSON key")
 
 
-_MINUTES: dict[tuple[Any, ...], tuple[str, str]] = {}
-"""``_isoformat``'s texts before the seconds and after the microseconds, per minute and
-zone (at most :data:`_MINUTES_KEPT`: then it starts over, so that a long-running process
-does not grow it)."""
-_MINUTES_KEPT = 4096
 _SECONDS = [f"{i:02d}" for i in range(60)]
 _timezone = dt.timezone
 
 
-def _isoformat(value: dt.datetime) -> str:
-    """``value.isoformat()``, cheaper for aware values that share a minute.
+class MinuteTexts:
+    """``datetime.isoformat()``, cheaper for values that share a minute (:meth:`text`).
 
     CPython formats every field of a datetime through ``PyUnicode_FromFormat``; rows
     written together mostly share their date, hour, minute and offset. The text up to
     the minute and the offset after the microseconds are made once per minute and zone
-    and kept; the seconds and microseconds are put in between. Only for naive values
-    and fixed offsets (:class:`datetime.timezone`): another ``tzinfo`` may give two
-    offsets within one minute, and is formatted by ``isoformat()``. Measured: 345 ns
-    against 618 ns for a value with a fixed offset, 339 ns against 308 ns for a naive
-    one (half the instructions, not half the time: see docs/delivery.md, "ORM").
+    and kept, at most ``kept`` of them (then it starts over, so that a long-running
+    process does not grow it); the seconds and microseconds are put in between. Only for
+    naive values and fixed offsets (:class:`datetime.timezone`): another ``tzinfo`` may
+    give two offsets within one minute, and is formatted by ``isoformat()``. Measured:
+    345 ns against 618 ns for a value with a fixed offset, 339 ns against 308 ns for a
+    naive one (half the instructions, not half the time: see docs/delivery.md, "ORM").
     """
-    us = value.microsecond
-    tz = value.tzinfo
-    if not us or (tz is not None and type(tz) is not _timezone):
-        return value.isoformat()
-    key = (value.minute, value.hour, value.day, value.month, value.year, tz)
-    parts = _MINUTES.get(key)
-    if parts is None:
-        text = value.isoformat()  # YYYY-MM-DDTHH:MM:SS.ffffff[+HH:MM[:SS[.ffffff]]]
-        parts = (text[:17], text[26:])
-        if len(_MINUTES) >= _MINUTES_KEPT:
-            _MINUTES.clear()
-        _MINUTES[key] = parts
-    return f"{parts[0]}{_SECONDS[value.second]}.{str(us + 1000000)[1:]}{parts[1]}"
+
+    __slots__ = ("kept", "parts")
+
+    def __init__(self, kept: int = 4096) -> None:
+        self.kept = kept
+        self.parts: dict[tuple[Any, ...], tuple[str, str]] = {}
+        """The texts before the seconds and after the microseconds, per minute and zone."""
+
+    def text(self, value: dt.datetime) -> str:
+        """``value.isoformat()``."""
+        us = value.microsecond
+        tz = value.tzinfo
+        if not us or (tz is not None and type(tz) is not _timezone):
+            return value.isoformat()
+        key = (value.minute, value.hour, value.day, value.month, value.year, tz)
+        known = self.parts
+        parts = known.get(key)
+        if parts is None:
+            text = value.isoformat()  # YYYY-MM-DDTHH:MM:SS.ffffff[+HH:MM[:SS[.ffffff]]]
+            parts = (text[:17], text[26:])
+            if len(known) >= self.kept:
+                known.clear()
+            known[key] = parts
+        return f"{parts[0]}{_SECONDS[value.second]}.{str(us + 1000000)[1:]}{parts[1]}"
+
+
+minute_texts = MinuteTexts()
+"""The process's cache of :class:`MinuteTexts` (what :func:`normalise` uses)."""
 
 
 def _float(value: float) -> float:
@@ -138,7 +149,7 @@ _SCALARS: dict[type, Callable[[Any], JSONValue]] = {
     float: _float,
     decimal.Decimal: str,
     uuid.UUID: str,
-    dt.datetime: _isoformat,
+    dt.datetime: minute_texts.text,
     dt.date: dt.date.isoformat,
     dt.time: dt.time.isoformat,
     dt.timedelta: dt.timedelta.total_seconds,

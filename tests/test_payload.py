@@ -245,10 +245,14 @@ _OFFSETS = st.one_of(
 @given(st.lists(st.datetimes(timezones=_OFFSETS, allow_imaginary=True), min_size=1,
                 max_size=6))
 def test_datetimes_are_normalised_exactly_as_isoformat_writes_them(values) -> None:
-    # the cached per-minute text (signalbus.events._MINUTES) must give isoformat()'s
+    # the cached per-minute text (signalbus.events.minute_texts) must give isoformat()'s
     # text whatever came before: same minute, other offsets, fold, no microseconds
     for value in values + values:
         assert signalbus.events.normalise(value) == value.isoformat()
+    small = signalbus.events.MinuteTexts(kept=2)  # starting over, every few values
+    for value in values + values:
+        assert small.text(value) == value.isoformat()
+        assert len(small.parts) <= 2
 
 
 _VALUES = st.one_of(
