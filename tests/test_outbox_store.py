@@ -136,6 +136,32 @@ def test_one_statement_per_commit(runtime, Session, tables, monkeypatch):
     assert (len(ev), len(dl)) == (60, 0)
 
 
+def test_a_large_transaction_is_written_in_steps_and_loses_nothing(runtime, Session, tables,
+                                                                   monkeypatch):
+    """Without ``COPY``, the rows go in ``executemany`` steps of ``INSERT_CHUNK`` (a large
+    transaction's rows are never all held at once): every event stored, in order."""
+    import signalbus.outbox.sql
+
+    monkeypatch.setattr(signalbus.outbox.sql, "INSERT_CHUNK", 25)
+    sizes: list[int] = []
+
+    @event.listens_for(tables, "before_cursor_execute")
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT") and "signalbus_outbox" in statement:
+            sizes.append(len(parameters) if executemany else 1)
+
+    try:
+        with Session() as s:
+            s.add_all([Member(email=f"m{i}@example.com") for i in range(60)])
+            s.commit()
+    finally:
+        event.remove(tables, "before_cursor_execute", count)
+    assert sizes == ([] if tables.dialect.name == "postgresql" else [25, 25, 10])
+    ev, _ = stored(tables)
+    assert [e.payload["data"]["email"] for e in ev] == [f"m{i}@example.com" for i in range(60)]
+    assert len({e.event_id for e in ev}) == 60
+
+
 def test_first_flush_inside_commit_is_stored(runtime, Session, tables):
     with Session() as s:
         s.add(Member(email="a@example.com"))

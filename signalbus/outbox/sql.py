@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -207,6 +208,12 @@ def is_missing_table(exc: sa_exc.DBAPIError) -> bool:
 # the write at commit --------------------------------------------------------------------
 
 
+INSERT_CHUNK = 1000
+"""Rows per ``executemany`` of :func:`insert_events` where there is no ``COPY``: one
+statement for a transaction of up to a thousand events; a larger one in steps (measured
+on SQLite, a 100,000-event transaction: see docs/outbox-design.md)."""
+
+
 def insert_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     """Insert event rows (``row_key``, ``event_id``, ``payload``); state, id and
     creation time come from the server.
@@ -214,7 +221,9 @@ def insert_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     With psycopg 3 (synchronous) on PostgreSQL, one ``COPY … FROM STDIN`` on the
     transaction's own connection: half the cost of an ``executemany`` of the same rows
     (``benchmarks/outbox_shapes.py``), and rows are streamed, not collected first.
-    Elsewhere, one ``executemany``. A row without ``event_id`` gets its payload's ``id``.
+    Elsewhere, one ``executemany`` per :data:`INSERT_CHUNK` rows, so that a large
+    transaction's rows (and the parameters the driver makes of them) are never all held
+    at once. A row without ``event_id`` gets its payload's ``id``.
     """
     rows = (row if "event_id" in row else {**row, "event_id": _payload_id(row["payload"])}
             for row in rows)
@@ -232,9 +241,9 @@ def insert_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
             raise sa_exc.DBAPIError.instance(statement, None, exc,
                                              dialect.loaded_dbapi.Error) from exc
         return
-    rows = list(rows)
-    if rows:
-        conn.execute(outbox.insert(), rows)
+    insert = outbox.insert()
+    while chunk := list(itertools.islice(rows, INSERT_CHUNK)):
+        conn.execute(insert, chunk)
 
 
 def _payload_id(payload: Any) -> str | None:
