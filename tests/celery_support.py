@@ -238,7 +238,10 @@ def received(path: Path) -> list[list[Any]]:
     pid, time, app name, event dict]``."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    # a worker may be writing the last line right now: it is read on the next call
+    complete = text[:text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, logs: list[Path]) -> Any:

@@ -234,7 +234,10 @@ def received(env: dict[str, str]) -> list[Call]:
     path = Path(env["OUTBOX_RECEIVED"])
     if not path.exists():
         return []
-    return [Call(*json.loads(line)) for line in path.read_text().splitlines()]
+    text = path.read_text()
+    # a worker may be writing the last line right now: it is read on the next call
+    complete = text[:text.rfind("\n") + 1]
+    return [Call(*json.loads(line)) for line in complete.splitlines()]
 
 
 def scalar(db: Engine, sql: str) -> Any:
