@@ -223,13 +223,10 @@ def keyed_row_reader(keys: tuple[str, ...], pk_keys: tuple[str, ...]) -> KeyedRo
 
 def _compile_reader(keys: tuple[str, ...], pk_keys: tuple[str, ...] | None) -> Any:
     lines = ["def read(row):"]
-    local: dict[str, str] = {}
     for i, key in enumerate(keys):
-        if pk_keys is not None and key in pk_keys:
-            local[key] = f"r{i}"  # the value before normalise, for the key
-            lines.append(f"    v{i} = r{i} = row[{key!r}]")
-        else:
-            lines.append(f"    v{i} = row[{key!r}]")
+        # a key column also keeps its value as it is (r{i}), for the key
+        alias = f"r{i} = " if pk_keys is not None and key in pk_keys else ""
+        lines.append(f"    v{i} = {alias}row[{key!r}]")
         lines.append(f"    if type(v{i}) not in AS_IS:")
         lines.append(f"        v{i} = convert(type(v{i}), normalise)(v{i})")
     data = "FrozenDict({" + ", ".join(f"{key!r}: v{i}" for i, key in enumerate(keys)) + "})"
@@ -237,7 +234,8 @@ def _compile_reader(keys: tuple[str, ...], pk_keys: tuple[str, ...] | None) -> A
         lines.append(f"    return {data}")
     else:
         # a key column left out of the data (fields=, redaction) is read here
-        pk = "".join(f"{local.get(k) or f'row[{k!r}]'}, " for k in pk_keys)
+        pk = "".join((f"r{keys.index(k)}" if k in keys else f"row[{k!r}]") + ", "
+                     for k in pk_keys)
         lines.append(f"    return {data}, ({pk})")
     namespace: dict[str, Any] = {"AS_IS": AS_IS, "convert": _SCALARS.get,
                                  "normalise": normalise, "FrozenDict": FrozenDict}

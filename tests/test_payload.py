@@ -169,7 +169,8 @@ def test_unserialisable_column_type_fails_the_flush_with_a_named_error(engine, r
         Base.metadata.drop_all(engine)
 
 
-def test_an_unserialisable_value_next_to_an_expired_attribute_is_named(engine, recorder):
+def test_an_unserialisable_value_next_to_an_expired_attribute_is_named(mode_tables,
+                                                                      attach_recording):
     # the row reader stops at the first value it refuses, before it reaches an expired
     # attribute: capture then loads what is missing and names the column
     class Base(DeclarativeBase):
@@ -181,29 +182,22 @@ def test_an_unserialisable_value_next_to_an_expired_attribute_is_named(engine, r
         thing: Mapped[object] = mapped_column(PickleType)
         label: Mapped[str] = mapped_column(String(20))
 
-    Base.metadata.create_all(engine)
-    try:
-        from sqlalchemy.orm import sessionmaker
-
-        Session = sessionmaker(engine)
-        signalbus.SignalBus().attach(Session, plugins=False)
-        signalbus.bind(Crate, "update", "crate_changed")
-        recorder.listen("crate_changed")
-        with Session() as s:
-            s.add(Crate(id=1, thing=1, label="a"))
+    engine = mode_tables(Base.metadata)
+    signalbus.bind(Crate, "update", "crate_changed")
+    Session, delivered = attach_recording(engine)
+    with Session() as s:
+        s.add(Crate(id=1, thing=1, label="a"))
+        s.commit()
+    with Session() as s:
+        crate = s.get(Crate, 1)
+        s.expire(crate, ["label"])
+        crate.thing = {1, 2}
+        with pytest.raises(UnserialisableValue, match=r"Crate\.thing .*builtins\.set"):
             s.commit()
-        with Session() as s:
-            crate = s.get(Crate, 1)
-            s.expire(crate, ["label"])
-            crate.thing = {1, 2}
-            with pytest.raises(UnserialisableValue, match=r"Crate\.thing .*builtins\.set"):
-                s.commit()
-            s.rollback()
-        with Session() as s:
-            assert s.get(Crate, 1).thing == 1  # the transaction failed loudly
-        assert recorder.calls == []
-    finally:
-        Base.metadata.drop_all(engine)
+        s.rollback()
+    with Session() as s:
+        assert s.get(Crate, 1).thing == 1  # the transaction failed loudly
+    assert delivered() == []
 
 
 def test_emit_data_is_normalised_and_checked(bus):
