@@ -90,6 +90,9 @@ def _key(key: Any) -> str:
 
 _SECONDS = [f"{i:02d}" for i in range(60)]
 _timezone = dt.timezone
+_MINUTE = dt.timedelta(minutes=1)
+_NO_ZONE = object()
+"""The ``tzinfo`` of :attr:`MinuteTexts.last` before any: no value's."""
 
 
 class MinuteTexts:
@@ -97,25 +100,37 @@ class MinuteTexts:
 
     CPython formats every field of a datetime through ``PyUnicode_FromFormat``; rows
     written together mostly share their date, hour, minute and offset. The text up to
-    the minute and the offset after the microseconds are made once per minute and zone
-    and kept, at most ``kept`` of them (then it starts over, so that a long-running
-    process does not grow it); the seconds and microseconds are put in between. Only for
-    naive values and fixed offsets (:class:`datetime.timezone`): another ``tzinfo`` may
-    give two offsets within one minute, and is formatted by ``isoformat()``. Measured:
-    345 ns against 618 ns for a value with a fixed offset, 339 ns against 308 ns for a
-    naive one (half the instructions, not half the time: see docs/delivery.md, "ORM").
+    the minute and the offset after the microseconds are kept per minute and zone, at
+    most ``kept`` of them (then it starts over, so that a long-running process does not
+    grow it); the seconds and microseconds are put in between. Only for naive values and
+    fixed offsets (:class:`datetime.timezone`): another ``tzinfo`` may give two offsets
+    within one minute, and is formatted by ``isoformat()``.
+
+    The latest minute seen twice is also kept at hand (:attr:`last`, with its bounds):
+    a value inside it, with the same ``tzinfo`` object, is formatted without building
+    the dictionary's key. That is where the values written now fall (a ``created_at``),
+    while the ``created_at`` of older rows, loaded for an update, do not move it.
+    Measured per value (100 values of one minute): 400 ns against 641 ns for the
+    dictionary alone, 671 ns for ``isoformat()``; a value of an older minute found in
+    the dictionary, 872 ns against 730 ns (docs/delivery.md, "ORM").
     """
 
-    __slots__ = ("kept", "parts")
+    __slots__ = ("kept", "last", "parts")
 
     def __init__(self, kept: int = 4096) -> None:
         self.kept = kept
-        self.parts: dict[tuple[Any, ...], tuple[str, str]] = {}
-        """The texts before the seconds and after the microseconds, per minute and zone."""
+        self.parts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        """Per minute and zone: the texts before the seconds and after the microseconds;
+        from a minute's second value on, also the minute's bounds and its ``tzinfo``."""
+        self.last: tuple[Any, ...] = ("", "", None, None, _NO_ZONE)
+        """The entry of :attr:`parts` for the latest minute seen twice."""
 
     def text(self, value: dt.datetime) -> str:
         """``value.isoformat()``."""
         us = value.microsecond
+        last = self.last
+        if us and value.tzinfo is last[4] and last[2] <= value < last[3]:
+            return f"{last[0]}{_SECONDS[value.second]}.{str(us + 1000000)[1:]}{last[1]}"
         tz = value.tzinfo
         if not us or (tz is not None and type(tz) is not _timezone):
             return value.isoformat()
@@ -124,10 +139,19 @@ class MinuteTexts:
         parts = known.get(key)
         if parts is None:
             text = value.isoformat()  # YYYY-MM-DDTHH:MM:SS.ffffff[+HH:MM[:SS[.ffffff]]]
-            parts = (text[:17], text[26:])
             if len(known) >= self.kept:
                 known.clear()
-            known[key] = parts
+            known[key] = (text[:17], text[26:])
+            return text
+        if len(parts) == 2:  # the minute's second value: its bounds, once
+            start = value.replace(second=0, microsecond=0)
+            try:
+                end = start + _MINUTE
+            except OverflowError:  # the last minute of year 9999: never at hand
+                end = start
+            parts = known[key] = (*parts, start, end, tz)
+        if tz is not last[4] or parts[2] > last[2]:
+            self.last = parts
         return f"{parts[0]}{_SECONDS[value.second]}.{str(us + 1000000)[1:]}{parts[1]}"
 
 

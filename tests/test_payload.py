@@ -249,6 +249,36 @@ def test_datetimes_are_normalised_exactly_as_isoformat_writes_them(values) -> No
         assert len(small.parts) <= 2
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=_OFFSETS, allow_imaginary=True,
+                    min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+       st.lists(st.integers(min_value=-150_000_000, max_value=150_000_000), min_size=1,
+                max_size=12))
+def test_values_around_a_minute_are_normalised_exactly_as_isoformat_writes_them(
+        base, steps) -> None:
+    # values a few microseconds to a few minutes apart, as rows written together: the
+    # latest minute kept at hand (MinuteTexts.last) must give isoformat()'s text on
+    # either side of its bounds, and follow the latest minute seen twice
+    texts = signalbus.events.MinuteTexts()
+    values = [base + dt.timedelta(microseconds=step) for step in steps]
+    for value in values + values[::-1] + values:
+        assert texts.text(value) == value.isoformat()
+    start, end, zone = texts.last[2:]
+    if start is not None:
+        assert zone is values[0].tzinfo
+        assert end - start == dt.timedelta(minutes=1) and start.second == start.microsecond == 0
+        # the latest of the minutes that were seen twice (a value with microseconds)
+        twice = [v.replace(second=0, microsecond=0) for v in values if v.microsecond]
+        assert start == max(twice)
+
+
+def test_the_last_minute_of_year_9999_is_normalised_as_isoformat_writes_it() -> None:
+    texts = signalbus.events.MinuteTexts()
+    for value in [dt.datetime.max, dt.datetime.max - dt.timedelta(seconds=1),
+                  dt.datetime.max.replace(tzinfo=dt.UTC), dt.datetime.max]:
+        assert texts.text(value) == value.isoformat()
+
+
 _VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(), st.text(max_size=5),
     st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False,

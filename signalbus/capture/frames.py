@@ -41,6 +41,7 @@ Key = tuple[type[Any], tuple[Any, ...]]
 class RowChange:
     """The net change of one row inside one transaction frame."""
 
+    # (snapshots.inserted sets each slot itself: a slot added here is added there too)
     __slots__ = ("cls", "context", "data", "key", "muted", "occurred_at", "old", "op", "origin",
                  "pk", "raw", "source")
 
@@ -224,12 +225,19 @@ class Frame:
         index = self.index
         rows = self.entries
         for entry in entries:
-            if entry.origin in index:
-                self.add(entry)
-            else:
-                index[entry.key] = len(rows)
-                rows.append(entry)
-                self.count += 1
+            origin = entry.origin
+            slot = len(rows)
+            # one lookup files a new row's change (a tuple key hashes again on every
+            # lookup): setdefault files it under its origin, the key of most changes
+            if index.setdefault(origin, slot) != slot:
+                self.add(entry)  # the row's earlier change: merge
+                continue
+            if entry.key is not origin:
+                # a changed key with no earlier change here: filed under the new key
+                del index[origin]
+                index[entry.key] = slot
+            rows.append(entry)
+            self.count += 1
 
     def absorb(self, child: Frame) -> None:
         """Merge the changes of a released SAVEPOINT, in their order."""

