@@ -41,7 +41,8 @@ Key = tuple[type[Any], tuple[Any, ...]]
 class RowChange:
     """The net change of one row inside one transaction frame."""
 
-    # (snapshots.inserted sets each slot itself: a slot added here is added there too)
+    # (snapshots.inserted and .updated set each slot themselves: a slot added here is
+    # added there too)
     __slots__ = ("cls", "context", "data", "key", "muted", "occurred_at", "old", "op", "origin",
                  "pk", "raw", "source")
 
