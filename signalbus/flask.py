@@ -7,9 +7,8 @@ facade, which calls :func:`init_app`.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
+import sys
 from typing import TYPE_CHECKING, Any
 
 from . import capture, contexts, plugins
@@ -27,27 +26,19 @@ __all__ = ["current_app_or_none", "find_db", "init_app"]
 log = logging.getLogger("signalbus")
 
 
-@functools.cache
-def _flask_context() -> tuple[Callable[[], bool], Any] | None:
-    """Flask's ``has_app_context`` and ``current_app``, imported once; ``None`` without
-    Flask. (An ``import`` statement per call cost 8 µs in a flush, where the import
-    machinery's memory is out of the CPU's caches: two per transaction.)"""
-    try:
-        from flask import current_app, has_app_context
-    except ImportError:  # Flask is an optional dependency
-        return None
-    return has_app_context, current_app
-
-
 def current_app_or_none() -> Any:
-    """The current Flask app, or ``None`` outside an app context (or without Flask)."""
-    found = _flask_context()
-    if found is None:
+    """The current Flask app, or ``None`` outside an app context (or without Flask).
+
+    Flask is looked up in ``sys.modules``, never imported here: a process that has not
+    imported Flask has no app context. (Capture asks twice per transaction; an
+    ``import`` statement per call cost 8 µs inside a flush.)
+    """
+    flask = sys.modules.get("flask")
+    if flask is None:  # Flask is an optional dependency, and not in use here
         return None
-    has_app_context, current_app = found
-    if not has_app_context():
+    if not flask.has_app_context():
         return None
-    return current_app._get_current_object()
+    return flask.current_app._get_current_object()
 
 
 def resolve_current_app(session: Session) -> Runtime | None:

@@ -282,3 +282,42 @@ def test_plain_sqlalchemy_sessions_in_a_flask_app(tmp_path, signalbus_capture):
     engine.dispose()
     assert seen == [3]
     signalbus_capture.assert_sent("kite_flown", id=3)
+
+
+_PLAIN_APP = """
+import sys
+import signalbus
+from sqlalchemy import String, create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+class Base(DeclarativeBase):
+    pass
+
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(50))
+
+signalbus.bind(Note, "insert", "note_written")
+got = []
+signalbus.receiver("note_written")(lambda sender, event, **kw: got.append(event.data["text"]))
+engine = create_engine("sqlite://")
+Base.metadata.create_all(engine)
+factory = sessionmaker(engine)
+signalbus.attach(factory, plugins=False)
+with factory() as session:
+    session.add(Note(text="hello"))
+    session.commit()
+print(got, "flask" in sys.modules)
+"""
+
+
+def test_a_plain_sqlalchemy_app_delivers_without_importing_flask() -> None:
+    # signalbus asks for the current Flask app twice per transaction: in a process that
+    # never imported Flask, the answer is "none" without importing it
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PLAIN_APP], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["['hello']", "False"]
