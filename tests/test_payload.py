@@ -141,6 +141,11 @@ def test_unserialisable_column_type_fails_the_flush_with_a_named_error(engine, r
         id: Mapped[int] = mapped_column(primary_key=True)
         thing: Mapped[object] = mapped_column(PickleType)
 
+    class LeanBlob(Base):  # the same columns, bound as the error says to
+        __tablename__ = "lean_blobs"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        thing: Mapped[object] = mapped_column(PickleType)
+
     Base.metadata.create_all(engine)
     try:
         from sqlalchemy.orm import sessionmaker
@@ -163,8 +168,13 @@ def test_unserialisable_column_type_fails_the_flush_with_a_named_error(engine, r
             assert s.query(Blob).count() == 0  # the transaction failed loudly
         assert recorder.calls == []
         # the documented fix works
-        signalbus.bind(Blob, "insert", "blob_added_lean", exclude=["thing"])
+        signalbus.bind(LeanBlob, "insert", "blob_added_lean", exclude=["thing"])
         recorder.listen("blob_added_lean")
+        with Session() as s:
+            s.add(LeanBlob(id=7, thing={1, 2}))
+            s.commit()
+        [event] = recorder.of("blob_added_lean")
+        assert event.pk == 7 and dict(event.data) == {"id": 7}
     finally:
         Base.metadata.drop_all(engine)
 
