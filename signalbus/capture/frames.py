@@ -96,6 +96,10 @@ class Emitted:
 
     __slots__ = ("event", "key", "origin", "sender")
 
+    cls = None
+    """No row class: how event building tells an emitted event from a row's change
+    (an attribute load where ``isinstance`` costs a call, per entry)."""
+
     def __init__(self, sender: Any, event: Event) -> None:
         self.sender = sender
         self.event = event

@@ -135,6 +135,8 @@ def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
         if b.op == "update":
             raw.update(dict.fromkeys(c for c in visible if c not in payload))
     pk_keys = tuple(mapper.get_property_by_column(col).key for col in mapper.primary_key)
+    expected = {key: kind for key in capture
+                if (kind := _python_type(mapper.column_attrs[key])) is not None}
     plain = {op: tuple((bp.binding.signal, bp.watch if op == "update" else None)
                        for bp in bps)
              for op, bps in by_op.items()
@@ -150,9 +152,19 @@ def build_plan(cls: type[Any], ops: tuple[str, ...], phase: str,
         pk_keys,
         mapper.base_mapper.class_,
         plain,
-        row_reader(tuple(capture)),
-        keyed_row_reader(tuple(capture), pk_keys),
+        row_reader(tuple(capture), expected),
+        keyed_row_reader(tuple(capture), pk_keys, expected),
     )
+
+
+def _python_type(prop: Any) -> type | None:
+    """The Python type of a column attribute's values, when its column type says (the
+    row readers test it first); ``None`` when it does not."""
+    try:
+        kind = prop.columns[0].type.python_type
+    except Exception:  # NotImplementedError: a type that does not say; an expression
+        return None
+    return kind if isinstance(kind, type) else None
 
 
 class PlanBook:
