@@ -29,6 +29,7 @@ import datetime as dt
 import decimal
 import enum
 import json
+import keyword
 import math
 import uuid
 from collections.abc import Callable, Mapping
@@ -279,7 +280,14 @@ def _compile_reader(keys: tuple[str, ...], pk_keys: tuple[str, ...] | None,
         else:
             lines.append(f"    if type(v{i}) not in AS_IS:")
         lines.append(f"        v{i} = convert(type(v{i}), normalise)(v{i})")
-    data = "FrozenDict({" + ", ".join(f"{key!r}: v{i}" for i, key in enumerate(keys)) + "})"
+    if all(key.isascii() and key.isidentifier() and not keyword.iskeyword(key)
+           for key in keys):
+        # keyword arguments: no dict made and copied (190 instructions less for five);
+        # ASCII names only (the compiler NFKC-normalises other identifiers)
+        data = "FrozenDict(" + ", ".join(f"{key}=v{i}" for i, key in enumerate(keys)) + ")"
+    else:
+        data = ("FrozenDict({" + ", ".join(f"{key!r}: v{i}" for i, key in enumerate(keys))
+                + "})")
     if pk_keys is None:
         lines.append(f"    return {data}")
     else:

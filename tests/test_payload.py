@@ -328,7 +328,7 @@ def test_a_keyed_row_reader_also_returns_the_key_values_as_they_are(row, data) -
     assert all(v is row[k] for v, k in zip(pk, pk_keys, strict=True))
 
 
-class _Colour(str, enum.Enum):
+class _Colour(enum.StrEnum):
     RED = "red"
 
 
@@ -392,6 +392,15 @@ def test_a_row_reader_given_expected_types_refuses_what_it_refuses_without() -> 
             read({"a": float("inf")})
         with pytest.raises(KeyError):
             read({})
+
+
+def test_a_row_reader_keeps_names_python_would_rewrite_or_refuse() -> None:
+    # written as keyword arguments where that is safe: not a keyword, not a name the
+    # compiler would normalise (NFKC turns "\ufb01le" into "file")
+    row = {"\ufb01le": 1, "class": 2, "id": 3, "a b": 4, "_x": 5}
+    assert signalbus.events.row_reader(tuple(row))(row) == row
+    assert signalbus.events.row_reader(("\ufb01le", "id"))(row) == {"\ufb01le": 1, "id": 3}
+    assert signalbus.events.row_reader(("_x", "id"))(row) == {"_x": 5, "id": 3}
 
 
 def test_a_row_reader_raises_keyerror_and_typeerror_for_capture_to_handle() -> None:
