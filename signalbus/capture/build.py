@@ -114,6 +114,7 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
             assert isinstance(entry, Emitted)
             yield (entry.sender, entry.event)
             continue
+        rc: RowChange = entry  # type: ignore[assignment]  # (an Emitted has no class)
         if cls is not last:
             found = known.get(cls)
             if found is None:
@@ -121,22 +122,22 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
                 found = known[cls] = (commit, qualified_name(cls), len(commit.pk_keys) == 1)
             plan, model, one_key = found
             last = cls
-        op = entry.op
+        op = rc.op
         plain = plan.plain.get(op)
-        if plain is not None and not entry.muted and fast:
+        if plain is not None and not rc.muted and fast:
             # the common case: the bindings of the op send the row's change as it is
-            data = entry.data
+            data = rc.data
             changes: Any = EMPTY
             if op == "update":
-                old = entry.old
+                old = rc.old
                 if not old:
                     continue  # an update whose net change is empty sends nothing
                 changes = None  # made for the first binding that sends
-            pk = entry.pk
+            pk = rc.pk
             if one_key:
                 pk = pk[0]
                 if type(pk) not in AS_IS:
-                    pk = _pk(entry.pk)
+                    pk = _pk(rc.pk)
             else:
                 pk = _pk(pk)
             for signal, watch in plain:
@@ -157,9 +158,9 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
                 event.pk = pk
                 event.data = data
                 event.changes = changes
-                event.occurred_at = entry.occurred_at
-                event.source = entry.source
-                event.context = entry.context
+                event.occurred_at = rc.occurred_at
+                event.source = rc.source
+                event.context = rc.context
                 event.attempt = 1
                 event.instance = None
                 event.__class__ = Event
@@ -167,7 +168,7 @@ def iter_events(frame: Frame, plans: PlanBook, redact: tuple[str, ...], *,
             continue
         bindings = plan.by_op.get(op)
         if bindings:
-            row_events(entry, bindings, ids, out, model)
+            row_events(rc, bindings, ids, out, model)
             free = ids.free  # (the same list, unless it made a new block)
             yield from out
             out.clear()
