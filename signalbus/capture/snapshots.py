@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
 from sqlalchemy.orm import InstanceState
 from sqlalchemy.orm.base import NO_VALUE
 
@@ -64,12 +65,37 @@ def normalised_one_by_one(cls: type[Any], values: Iterable[tuple[str, Any]]
     return out
 
 
-def _value(state: InstanceState[Any], key: str) -> Any:
+def _value(state: InstanceState[Any], key: str, pk: tuple[Any, ...] | None = None) -> Any:
+    """The value of attribute ``key``, loaded when the object does not hold it (expired,
+    or a server-side value the statement did not return). ``pk``: the row's primary key
+    after this flush, when it may differ from the identity the object still carries."""
     d = state.dict
     if key in d:
         return d[key]
-    # expired or deferred (a server-side value not returned by RETURNING): load it
-    return getattr(state.obj(), key)
+    return _load(state, (key,), pk)[key]
+
+
+def _load(state: InstanceState[Any], keys: tuple[str, ...], pk: tuple[Any, ...] | None
+          ) -> dict[str, Any]:
+    """Load ``keys`` of the object's row.
+
+    The object's identity still names the key the row had before this flush (SQLAlchemy
+    moves it after ``after_flush``): an attribute of a row whose primary key this flush
+    changed is read by the new key, without touching the object (its attributes stay
+    expired and load by the new identity once the flush is over)."""
+    ident = state.key
+    if pk is None or ident is None or tuple(ident[1]) == pk:
+        obj = state.obj()
+        return {k: getattr(obj, k) for k in keys}
+    session = state.session
+    assert session is not None
+    mapper = state.mapper
+    cls = mapper.class_
+    pk_keys = [mapper.get_property_by_column(col).key for col in mapper.primary_key]
+    stmt = (select(*(getattr(cls, k) for k in keys))
+            .where(*(getattr(cls, k) == v for k, v in zip(pk_keys, pk, strict=True))))
+    row = session.execute(stmt).one()
+    return dict(zip(keys, row, strict=True))
 
 
 def _committed(state: InstanceState[Any], key: str) -> Any:
@@ -86,8 +112,11 @@ def _read_loading(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
     loading what ``d`` (the object's ``__dict__``) does not hold (expired, or a
     server-side value the statement did not return); a value that is not JSON raises
     :class:`~signalbus.UnserialisableValue` naming the column."""
-    full = {k: d[k] if k in d else _value(state, k) for k in plan.capture}
+    # (a key attribute not in d did not change: the object's identity loads it)
     pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
+    missing = tuple(k for k in plan.capture if k not in d)
+    loaded = _load(state, missing, pk) if missing else {}
+    full = {k: d[k] if k in d else loaded[k] for k in plan.capture}
     return normalised(state.class_, plan, full), pk
 
 
@@ -137,7 +166,7 @@ def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     key = (root, pk)
     raw: dict[str, Any] = {}
     for k in plan.raw:  # (a loop: no comprehension to make for one or two attributes)
-        raw[k] = d[k] if k in d else _value(state, k)
+        raw[k] = d[k] if k in d else _value(state, k, pk)
     old: dict[str, Any] = {}
     # committed_state holds each changed attribute's value from before it was set
     # (loaded by active history when it had expired): the scalar history, without
