@@ -270,7 +270,8 @@ def _compile_reader(keys: tuple[str, ...], pk_keys: tuple[str, ...] | None,
         # a key column also keeps its value as it is (r{i}), for the key
         alias = f"r{i} = " if pk_keys is not None and key in pk_keys else ""
         lines.append(f"    v{i} = {alias}row[{key!r}]")
-        expected = _EXPECTED.get(expect.get(key))  # type: ignore[arg-type]
+        kind = expect.get(key)
+        expected = _EXPECTED.get(kind) if kind is not None else None
         if expected == "datetime":
             lines.append(f"    if type(v{i}) is datetime:")
             lines.append(f"        v{i} = datetime_text(v{i})")

@@ -65,18 +65,20 @@ def normalised_one_by_one(cls: type[Any], values: Iterable[tuple[str, Any]]
     return out
 
 
-def _value(state: InstanceState[Any], key: str, pk: tuple[Any, ...] | None = None) -> Any:
+def _value(state: InstanceState[Any], key: str,
+           new_key: Mapping[str, Any] | None = None) -> Any:
     """The value of attribute ``key``, loaded when the object does not hold it (expired,
-    or a server-side value the statement did not return). ``pk``: the row's primary key
-    after this flush, when it may differ from the identity the object still carries."""
+    or a server-side value the statement did not return). ``new_key``: the row's primary
+    key after this flush (``{attribute: value}``), when it may differ from the identity
+    the object still carries."""
     d = state.dict
     if key in d:
         return d[key]
-    return _load(state, (key,), pk)[key]
+    return _load(state, (key,), new_key)[key]
 
 
-def _load(state: InstanceState[Any], keys: tuple[str, ...], pk: tuple[Any, ...] | None
-          ) -> dict[str, Any]:
+def _load(state: InstanceState[Any], keys: tuple[str, ...],
+          new_key: Mapping[str, Any] | None) -> dict[str, Any]:
     """Load ``keys`` of the object's row.
 
     The object's identity still names the key the row had before this flush (SQLAlchemy
@@ -84,18 +86,15 @@ def _load(state: InstanceState[Any], keys: tuple[str, ...], pk: tuple[Any, ...] 
     changed is read by the new key, without touching the object (its attributes stay
     expired and load by the new identity once the flush is over)."""
     ident = state.key
-    if pk is None or ident is None or tuple(ident[1]) == pk:
+    if new_key is None or ident is None or tuple(ident[1]) == tuple(new_key.values()):
         obj = state.obj()
         return {k: getattr(obj, k) for k in keys}
     session = state.session
     assert session is not None
-    mapper = state.mapper
-    cls = mapper.class_
-    pk_keys = [mapper.get_property_by_column(col).key for col in mapper.primary_key]
+    cls = state.class_
     stmt = (select(*(getattr(cls, k) for k in keys))
-            .where(*(getattr(cls, k) == v for k, v in zip(pk_keys, pk, strict=True))))
-    row = session.execute(stmt).one()
-    return dict(zip(keys, row, strict=True))
+            .where(*(getattr(cls, k) == v for k, v in new_key.items())))
+    return dict(zip(keys, session.execute(stmt).one(), strict=True))
 
 
 def _committed(state: InstanceState[Any], key: str) -> Any:
@@ -115,7 +114,7 @@ def _read_loading(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan
     # (a key attribute not in d did not change: the object's identity loads it)
     pk = tuple(d[k] if k in d else _value(state, k) for k in plan.pk_keys)
     missing = tuple(k for k in plan.capture if k not in d)
-    loaded = _load(state, missing, pk) if missing else {}
+    loaded = _load(state, missing, dict(zip(plan.pk_keys, pk, strict=True))) if missing else {}
     full = {k: d[k] if k in d else loaded[k] for k in plan.capture}
     return normalised(state.class_, plan, full), pk
 
@@ -166,7 +165,7 @@ def updated(state: InstanceState[Any], d: Mapping[str, Any], plan: Plan,
     key = (root, pk)
     raw: dict[str, Any] = {}
     for k in plan.raw:  # (a loop: no comprehension to make for one or two attributes)
-        raw[k] = d[k] if k in d else _value(state, k, pk)
+        raw[k] = d[k] if k in d else _value(state, k, dict(zip(plan.pk_keys, pk, strict=True)))
     old: dict[str, Any] = {}
     # committed_state holds each changed attribute's value from before it was set
     # (loaded by active history when it had expired): the scalar history, without
